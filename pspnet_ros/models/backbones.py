@@ -1,0 +1,135 @@
+"""Backbones: dilated torchvision ResNets and a dilated MobileNetV3-Large.
+
+Every backbone returns ``{"aux": (B, C_aux, H/s_aux, W/s_aux), "out": (B, C_out, H/os, W/os)}``
+float feature maps and exposes ``out_channels`` / ``aux_channels`` so heads can be sized without
+running a forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import nn
+from torchvision.models import mobilenet_v3_large, resnet
+from torchvision.models._utils import IntermediateLayerGetter
+
+RESNETS = {
+    "resnet18": (resnet.resnet18, 512, 256),
+    "resnet34": (resnet.resnet34, 512, 256),
+    "resnet50": (resnet.resnet50, 2048, 1024),
+    "resnet101": (resnet.resnet101, 2048, 1024),
+}
+LIGHT_BACKBONES = ("mobilenetv3_large",)
+BACKBONES = tuple(RESNETS) + LIGHT_BACKBONES
+
+
+def _dilate_basic_layer(layer: nn.Sequential, dilation: int, first_dilation: int) -> None:
+    """Turn a stride-2 BasicBlock stage into a stride-1 dilated one, in place.
+
+    torchvision's ``replace_stride_with_dilation`` only supports Bottleneck blocks (BasicBlock
+    raises "Dilation > 1 not supported"), so ResNet-18/34 are dilated by hand: the strided
+    convolutions lose their stride and every 3x3 conv gets the dilation (the first block keeps
+    the previous stage's dilation, as in torchvision's Bottleneck path and DeepLab).
+    """
+    for i, block in enumerate(layer):
+        d = first_dilation if i == 0 else dilation
+        for conv in (block.conv1, block.conv2):
+            conv.stride = (1, 1)
+            conv.dilation = (d, d)
+            conv.padding = (d, d)
+        if block.downsample is not None:
+            block.downsample[0].stride = (1, 1)
+        block.stride = 1
+
+
+def _replace_stem_with_deep_stem(net: resnet.ResNet) -> None:
+    """Replace the 7x7 stem by three 3x3 convs (64, 64, 128 channels) as in the PSPNet paper.
+
+    The stem then outputs 128 channels, so layer1 is rebuilt for that input width.
+    """
+    net.conv1 = nn.Sequential(
+        nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(64, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(64, 128, 3, padding=1, bias=False),
+    )
+    net.bn1 = nn.BatchNorm2d(128)
+    block = type(net.layer1[0])
+    net.inplanes, net.dilation = 128, 1
+    net.layer1 = net._make_layer(block, 64, len(net.layer1))
+
+
+class ResNetBackbone(nn.Module):
+    """Dilated ResNet returning layer3 (``aux``) and layer4 (``out``) features."""
+
+    def __init__(self, name: str, output_stride: int = 8, deep_stem: bool = False,
+                 dilated: bool = True) -> None:
+        super().__init__()
+        factory, out_ch, aux_ch = RESNETS[name]
+        # Which of layer2/3/4 trade stride for dilation: OS8 -> layer3+4, OS16 -> layer4.
+        replace = [False, output_stride == 8, output_stride in (8, 16)] if dilated else [False] * 3
+        bottleneck = name in ("resnet50", "resnet101")
+        net = factory(weights=None, replace_stride_with_dilation=replace if bottleneck else None)
+        if not bottleneck and dilated:
+            dil = 1
+            for stage, flag in zip((net.layer2, net.layer3, net.layer4), replace):
+                if flag:
+                    prev, dil = dil, dil * 2
+                    _dilate_basic_layer(stage, dil, prev)
+        if deep_stem:
+            _replace_stem_with_deep_stem(net)
+        self.body = IntermediateLayerGetter(net, return_layers={"layer3": "aux", "layer4": "out"})
+        self.out_channels = out_ch
+        self.aux_channels = aux_ch
+        self.output_stride = output_stride if dilated else 32
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.body(x)
+
+
+class MobileNetV3Backbone(nn.Module):
+    """MobileNetV3-Large with its last stage dilated (output stride 16), as in LR-ASPP.
+
+    ``aux`` is the 40-channel 1/8 feature (end of the third stage), ``out`` the 960-channel
+    1/16 feature.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        features = mobilenet_v3_large(weights=None, dilated=True).features
+        # Stage ends are the blocks just before a stride-2 ("_is_cn") block.
+        stage_idx = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)]
+        stage_idx.append(len(features) - 1)
+        aux_pos, out_pos = stage_idx[-4], stage_idx[-1]
+        self.features = features[: out_pos + 1]
+        self.aux_pos = aux_pos
+        self.out_channels = features[out_pos].out_channels
+        self.aux_channels = features[aux_pos].out_channels
+        self.output_stride = 16
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        aux = None
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i == self.aux_pos:
+                aux = x
+        return {"aux": aux, "out": x}
+
+
+def build_backbone(name: str, output_stride: int = 8, deep_stem: bool = False,
+                   dilated: bool = True) -> nn.Module:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    if name in LIGHT_BACKBONES:
+        if output_stride != 16:
+            raise ValueError(f"backbone {name!r} supports output_stride=16 only, got {output_stride}")
+        if deep_stem:
+            raise ValueError(f"deep_stem applies to ResNet backbones, not {name!r}")
+        return MobileNetV3Backbone()
+    if dilated and output_stride not in (8, 16):
+        raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
+    return ResNetBackbone(name, output_stride=output_stride, deep_stem=deep_stem, dilated=dilated)

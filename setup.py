@@ -1,0 +1,49 @@
+"""ament_python package: builds with colcon on a ROS 2 install and installs with pip elsewhere."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "pspnet_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, PACKAGE + ".*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE + "/config", glob("config/*")),
+        ("share/" + PACKAGE + "/models", glob("models/*")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "setuptools",
+        "torch",
+        "torchvision",
+        "numpy",
+        "opencv-python-headless",
+        "pillow",
+        "pyyaml",
+        "tqdm",
+        "rosbags>=0.10",
+        "av",
+    ],
+    extras_require={
+        "dev": ["pytest<9", "hypothesis", "tensorboard", "onnx", "onnxruntime"],
+    },
+    zip_safe=True,
+    maintainer="pspnet_ros maintainers",
+    maintainer_email="maintainers@pspnet-ros.invalid",
+    description="Real-time PSPNet semantic segmentation for ROS 2",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "segmentation_node = pspnet_ros.ros.node:main",
+            "replay = pspnet_ros.ros.replay:main",
+            "pspnet = pspnet_ros.cli:main",
+        ],
+    },
+)
