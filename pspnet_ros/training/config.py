@@ -1,0 +1,147 @@
+"""Training configuration: YAML file -> frozen dataclasses, with ``key.sub=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "pspnet"
+    backbone: str = "resnet50"
+    output_stride: int = 8
+    bins: Tuple[int, ...] = (1, 2, 3, 6)
+    aux: bool = True
+    deep_stem: bool = False
+    dropout: float = 0.1
+    head_channels: int = 512
+
+    def kwargs(self, num_classes: int) -> Dict[str, Any]:
+        if self.arch == "simple_segnet":
+            return {"num_classes": num_classes, "backbone": self.backbone}
+        return {"num_classes": num_classes, "backbone": self.backbone,
+                "output_stride": self.output_stride, "bins": list(self.bins), "aux": self.aux,
+                "deep_stem": self.deep_stem, "dropout": self.dropout,
+                "head_channels": self.head_channels}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "kitti_road"
+    root: Optional[str] = None
+    train_split: str = "train"
+    val_split: str = "val"
+    base_size: Optional[int] = None
+    crop_size: Tuple[int, int] = (192, 384)
+    scale_range: Tuple[float, float] = (0.5, 2.0)
+    rotate: float = 10.0
+    blur_p: float = 0.3
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    eval_size: Optional[Tuple[int, int]] = None
+    cache: bool = True
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    warmup_iters: int = 100
+    warmup_factor: float = 0.1
+    aux_weight: float = 0.4
+    head_lr_mult: float = 10.0
+    max_iters_per_epoch: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    output_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "bf16"          # CUDA only: bf16 | fp16 | none
+    channels_last: bool = True  # CUDA only
+    threads: Optional[int] = None
+    eval_every: int = 1
+    init_from: Optional[str] = None
+    resume: bool = True
+    log_every: int = 10
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(v):
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig}
+
+
+def _coerce(cls, name: str, value: Any) -> Any:
+    """Lists from YAML become tuples where the dataclass default is a tuple."""
+    default = {f.name: f for f in dataclasses.fields(cls)}[name].default
+    if isinstance(value, list) and (isinstance(default, tuple) or default is None):
+        return tuple(value)
+    return value
+
+
+def _build(cls, values: Dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"config section {where!r} must be a mapping, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s) in {where or 'top level'}: {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(known))})")
+    return cls(**{k: _coerce(cls, k, v) for k, v in values.items()})
+
+
+def _set_path(d: Dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ValueError(f"override {dotted!r}: {k!r} is not a section")
+    d[keys[-1]] = value
+
+
+def config_from_dict(raw: Dict[str, Any]) -> TrainConfig:
+    raw = dict(raw or {})
+    sections = {name: _build(cls, raw.pop(name, {}) or {}, name) for name, cls in _SECTIONS.items()}
+    top = _build(TrainConfig, raw, "")
+    return dataclasses.replace(top, **sections)
+
+
+def load_config(path: Optional[str], overrides: Optional[List[str]] = None) -> TrainConfig:
+    """Read a YAML recipe and apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    raw: Dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        raw = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{p}: expected a mapping at the top level")
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ValueError(f"override {ov!r} must look like key.sub=value")
+        key, value = ov.split("=", 1)
+        _set_path(raw, key.strip(), yaml.safe_load(value))
+    return config_from_dict(raw)

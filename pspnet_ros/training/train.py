@@ -1,0 +1,318 @@
+"""``pspnet train CONFIG.yaml [--override key=value ...] [--init-from CKPT]``.
+
+Single process, or data-parallel under ``torchrun`` (DistributedDataParallel + DistributedSampler;
+NCCL on CUDA, gloo on CPU). Writes ``<output_dir>/last.pt`` (complete, resumable) every epoch,
+``best.pt`` (model + metadata, best val mIoU), ``log.csv`` and TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ..data.classes import dataset_meta
+from ..data.datasets import build_dataset
+from ..data.transforms import eval_preset, train_preset
+from ..models import build_model, read_checkpoint, save_checkpoint
+from ..paths import data_root, resolve_device
+from .config import TrainConfig, load_config
+from .evaluate import evaluate
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- distributed
+def init_distributed(device: str) -> Tuple[int, int, int]:
+    """(rank, world_size, local_rank); initializes the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    torch.distributed.init_process_group(backend=backend)
+    return torch.distributed.get_rank(), world, local_rank
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- building blocks
+def build_dataloaders(cfg: TrainConfig, meta: Dict, rank: int, world: int):
+    d = cfg.data
+    root = data_root(d.root)
+    train_tf = train_preset(crop_size=d.crop_size, base_size=d.base_size, scale_range=d.scale_range,
+                            rotate=d.rotate, blur_p=d.blur_p, flip_p=d.flip_p, jitter_p=d.jitter_p,
+                            mean=meta["mean"], std=meta["std"])
+    val_tf = eval_preset(size=d.eval_size, mean=meta["mean"], std=meta["std"])
+    train_ds = build_dataset(d.dataset, root, d.train_split, transform=train_tf, cache=d.cache)
+    val_ds = build_dataset(d.dataset, root, d.val_split, transform=val_tf, cache=d.cache)
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True) if world > 1 else None
+    val_sampler = DistributedSampler(val_ds, num_replicas=world, rank=rank, shuffle=False) if world > 1 else None
+    # Batch >= 2 and drop_last: BatchNorm in the pyramid's 1x1 bins needs two samples.
+    train_loader = DataLoader(train_ds, batch_size=cfg.optim.batch_size, shuffle=sampler is None,
+                              sampler=sampler, num_workers=d.workers, drop_last=True,
+                              persistent_workers=d.workers > 0, pin_memory=torch.cuda.is_available(),
+                              worker_init_fn=_worker_init)
+    val_loader = DataLoader(val_ds, batch_size=1, sampler=val_sampler, num_workers=0)
+    return train_loader, val_loader, sampler
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def criterion(outputs: Dict[str, torch.Tensor], target: torch.Tensor, aux_weight: float,
+              ignore_index: int = 255) -> torch.Tensor:
+    """Cross-entropy on the main output (+ aux_weight x aux output), ignoring ``ignore_index``."""
+    loss = F.cross_entropy(outputs["out"], target, ignore_index=ignore_index)
+    if "aux" in outputs:
+        loss = loss + aux_weight * F.cross_entropy(outputs["aux"], target, ignore_index=ignore_index)
+    return loss
+
+
+def param_groups(model: nn.Module, lr: float, head_mult: float, pretrained_backbone: bool) -> List[Dict]:
+    """Backbone at ``lr``; the new layers (pyramid pooling, heads) at ``head_mult * lr`` when the
+    backbone comes from a checkpoint (PSPNet's fine-tuning recipe), else everything at ``lr``."""
+    mult = head_mult if pretrained_backbone else 1.0
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
+    heads = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    return [{"params": backbone, "lr": lr, "initial_lr": lr},
+            {"params": heads, "lr": lr * mult, "initial_lr": lr * mult}]
+
+
+def poly_lambda(total_iters: int, warmup_iters: int, warmup_factor: float, power: float):
+    """Linear warm-up from warmup_factor to 1, then (1 - progress) ** power."""
+    def f(it: int) -> float:
+        if it < warmup_iters:
+            return warmup_factor + (1 - warmup_factor) * it / max(1, warmup_iters)
+        progress = (it - warmup_iters) / max(1, total_iters - warmup_iters)
+        return max(0.0, 1 - progress) ** power
+    return f
+
+
+def init_from_checkpoint(model: nn.Module, path: str) -> List[str]:
+    """Copy every tensor whose name and shape match (backbone, pyramid pooling, head convs);
+    the class-specific classifiers stay freshly initialized. Returns the skipped names."""
+    state = read_checkpoint(path)["model"]
+    own = model.state_dict()
+    kept = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
+            if k in own and own[k].shape == v.shape}
+    model.load_state_dict(kept, strict=False)
+    skipped = sorted(set(own) - set(kept))
+    if not any(k.startswith("backbone.") for k in kept):
+        raise ValueError(f"--init-from {path}: no backbone weights match this architecture")
+    return skipped
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, scaler, device, cfg: TrainConfig,
+                    epoch: int, autocast_dtype, show_progress: bool) -> float:
+    model.train()
+    limit = cfg.optim.max_iters_per_epoch
+    total = min(len(loader), limit) if limit else len(loader)
+    bar = tqdm(loader, total=total, desc=f"epoch {epoch}", disable=not show_progress,
+               leave=False, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    losses = []
+    for i, (image, target) in enumerate(bar):
+        if limit and i >= limit:
+            break
+        image = image.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        if cfg.channels_last and device.startswith("cuda"):
+            image = image.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = criterion(model(image), target, cfg.optim.aux_weight)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch} iter {i}; lower optim.lr")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+# ----------------------------------------------------------------------------- main
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pspnet train", description="Train a segmentation model from a YAML recipe.")
+    p.add_argument("config", help="YAML recipe (see config/*.yaml)")
+    p.add_argument("--override", "-o", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override recipe keys, e.g. optim.epochs=10 data.crop_size=[256,256]")
+    p.add_argument("--init-from", default=None,
+                   help="initialize backbone + pyramid pooling from this checkpoint (transfer learning)")
+    p.add_argument("--output-dir", default=None, help="override output_dir")
+    p.add_argument("--no-resume", action="store_true", help="start fresh even if last.pt exists")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    cfg = load_config(args.config, args.override)
+    changes = {}
+    if args.init_from:
+        changes["init_from"] = args.init_from
+    if args.output_dir:
+        changes["output_dir"] = args.output_dir
+    if args.no_resume:
+        changes["resume"] = False
+    cfg = dataclasses.replace(cfg, **changes)
+    run(cfg)
+    return 0
+
+
+def run(cfg: TrainConfig) -> Dict[str, object]:
+    device = resolve_device(cfg.device)
+    rank, world, local_rank = init_distributed(device)
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed + rank)
+    is_main = rank == 0
+    out_dir = Path(cfg.output_dir)
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    meta = dataset_meta(cfg.data.dataset)
+    arch_kwargs = cfg.model.kwargs(len(meta["classes"]))
+    model = build_model(cfg.model.arch, **arch_kwargs)
+    pretrained = False
+    if cfg.init_from:
+        skipped = init_from_checkpoint(model, cfg.init_from)
+        pretrained = True
+        if is_main:
+            log.info("initialized from %s; re-initialized: %s", cfg.init_from, ", ".join(skipped) or "nothing")
+    model.to(device)
+    if device.startswith("cuda") and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_loader, val_loader, sampler = build_dataloaders(cfg, meta, rank, world)
+
+    o = cfg.optim
+    iters_per_epoch = min(len(train_loader), o.max_iters_per_epoch or len(train_loader))
+    total_iters = iters_per_epoch * o.epochs
+    optimizer = torch.optim.SGD(param_groups(model, o.lr, o.head_lr_mult, pretrained), lr=o.lr,
+                                momentum=o.momentum, weight_decay=o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, poly_lambda(total_iters, min(o.warmup_iters, total_iters // 2), o.warmup_factor, o.poly_power))
+    autocast_dtype = None
+    scaler = None
+    if device.startswith("cuda") and cfg.amp != "none":
+        autocast_dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+        if cfg.amp == "fp16":
+            scaler = torch.amp.GradScaler("cuda")
+
+    start_epoch, best = 0, -1.0
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if cfg.resume and last_path.is_file():
+        blob = read_checkpoint(last_path, map_location="cpu")
+        model.load_state_dict(blob["model"])
+        optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
+        if scaler is not None and "scaler" in blob:
+            scaler.load_state_dict(blob["scaler"])
+        start_epoch = int(blob["epoch"]) + 1
+        best = float(blob.get("best_miou", -1.0))
+        if is_main:
+            log.info("resumed from %s at epoch %d (lr %.3e)", last_path, start_epoch,
+                     optimizer.param_groups[0]["lr"])
+
+    net = model
+    if world > 1:
+        if device.startswith("cuda"):
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[local_rank] if device.startswith("cuda") else None)
+
+    writer = None
+    if is_main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(out_dir / "tb"))
+        except ImportError:
+            log.warning("tensorboard not installed: no TensorBoard logs")
+    csv_path = out_dir / "log.csv"
+    full_meta = dict(meta, arch=cfg.model.arch, arch_kwargs=arch_kwargs,
+                     input_size=list(cfg.data.eval_size) if cfg.data.eval_size else None,
+                     train_config=cfg.to_dict())
+    result: Dict[str, object] = {}
+    t0 = time.time()
+    for epoch in range(start_epoch, o.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loss = train_one_epoch(net, train_loader, optimizer, scheduler, scaler, device, cfg, epoch,
+                               autocast_dtype, show_progress=is_main)
+        do_eval = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == o.epochs
+        if do_eval:
+            result = evaluate(model, val_loader, device, num_classes=len(meta["classes"]),
+                              class_names=meta["classes"], ignore_index=meta["ignore_index"],
+                              kitti=cfg.data.dataset == "kitti_road")
+        if not is_main:
+            continue
+        lr = optimizer.param_groups[0]["lr"]
+        miou = float(result.get("miou", float("nan"))) if do_eval else float("nan")
+        log.info("epoch %d/%d loss %.4f lr %.2e%s (%.0f s)", epoch + 1, o.epochs, loss, lr,
+                 f" val mIoU {100 * miou:.2f}" + (f" MaxF {100 * result['maxf']:.2f}" if "maxf" in result else "")
+                 if do_eval else "", time.time() - t0)
+        new_file = not csv_path.exists()
+        with csv_path.open("a", newline="") as fh:
+            w = csv.writer(fh)
+            if new_file:
+                w.writerow(["epoch", "iters", "lr", "train_loss", "val_miou", "val_maxf", "elapsed_s"])
+            w.writerow([epoch + 1, (epoch + 1) * iters_per_epoch, f"{lr:.6g}", f"{loss:.5f}",
+                        f"{miou:.5f}" if do_eval else "", f"{result.get('maxf', ''):.5}" if do_eval and "maxf" in result else "",
+                        f"{time.time() - t0:.1f}"])
+        if writer is not None:
+            writer.add_scalar("train/loss", loss, epoch + 1)
+            writer.add_scalar("train/lr", lr, epoch + 1)
+            if do_eval:
+                writer.add_scalar("val/miou", miou, epoch + 1)
+                if "maxf" in result:
+                    writer.add_scalar("val/maxf", result["maxf"], epoch + 1)
+        metrics = {k: result[k] for k in ("miou", "macc", "allacc", "iou", "maxf", "ap") if k in result}
+        if do_eval and miou > best:
+            best = miou
+            save_checkpoint(best_path, model, dict(full_meta, metrics=dict(metrics, epoch=epoch + 1)))
+        save_checkpoint(last_path, model, dict(full_meta, metrics=dict(metrics, epoch=epoch + 1)),
+                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        scaler=scaler.state_dict() if scaler is not None else None,
+                        epoch=epoch, best_miou=best, config=cfg.to_dict())
+    if writer is not None:
+        writer.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return dict(result, best_miou=best)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())
