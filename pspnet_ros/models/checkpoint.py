@@ -107,11 +107,18 @@ def read_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
         raise CheckpointError(p, "is not a regular file")
     if p.stat().st_size == 0:
         raise CheckpointError(p, "file is empty")
+    with p.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise CheckpointError(p, "not a PyTorch checkpoint: not a zip archive (corrupt, truncated, "
+                                 "or a different file type)")
     try:
         blob = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        why = [ln.strip() for ln in str(exc).splitlines() if "global" in ln.lower()]
         raise CheckpointError(p, "refused to load: the file contains objects other than tensors "
-                                 f"and plain data (weights_only=True): {str(exc).splitlines()[0]}") from None
+                                 "and plain data (loaded with weights_only=True)"
+                                 + (f": {why[0][:200]}" if why else "")) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(p, f"not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None

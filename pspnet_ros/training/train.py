@@ -157,7 +157,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, device, cfg: Tr
             optimizer.step()
         scheduler.step()
         losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
     return float(np.mean(losses)) if losses else float("nan")
 
 
