@@ -198,38 +198,20 @@ def class_info_json(meta: dict, model_name: str = "") -> str:
 
 # --------------------------------------------------------------------------- decoding
 
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc1": 1, "8uc3": 3}
+def decode_image_msg(msg):
+    """A bag's sensor_msgs/Image -> ``image_codec.DecodedImage`` (array, bgr, zero_copy).
 
-
-def image_to_array(msg) -> Tuple[np.ndarray, bool]:
-    """(array, bgr) view of an 8-bit sensor_msgs/Image, honouring ``step`` padding.
-
-    Returns (H, W, 3) for colour (alpha dropped; ``bgr`` says the channel order) and (H, W) for
-    mono8. Other encodings raise InputError naming the encoding.
+    The same conversion the node uses (every encoding it accepts, ``step`` padding honoured).
     """
-    enc = str(msg.encoding).lower()
-    if enc not in _CHANNELS:
-        raise InputError(f"unsupported image encoding {msg.encoding!r} "
-                         f"(bags support {', '.join(sorted(_CHANNELS))})")
-    c = _CHANNELS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if step < w * c or data.size < step * h:
-        raise InputError(f"inconsistent {msg.encoding} image: {w}x{h}, step {step}, "
-                         f"{data.size} bytes")
-    rows = data[: step * h].reshape(h, step)[:, : w * c]
-    if c == 1:
-        return rows.reshape(h, w), False
-    arr = rows.reshape(h, w, c)[:, :, :3]
-    return arr, enc.startswith("bgr")
+    from pspnet_ros.image_codec import decode_image
+
+    return decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian, msg.data)
 
 
 def image_to_rgb(msg) -> np.ndarray:
-    """(H, W, 3) uint8 RGB copy of a sensor_msgs/Image (mono8 is replicated to 3 channels)."""
-    arr, bgr = image_to_array(msg)
-    if arr.ndim == 2:
-        return np.repeat(arr[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(arr[:, :, ::-1] if bgr else arr)
+    """(H, W, 3) uint8 RGB of a sensor_msgs/Image (a view where the layout allows)."""
+    img = decode_image_msg(msg)
+    return np.ascontiguousarray(img.array[..., ::-1]) if img.bgr else img.array
 
 
 def compressed_format(msg) -> str:

@@ -58,8 +58,11 @@ class Frame:
             return self.rgb.shape[1], self.rgb.shape[0]
         from PIL import Image
 
-        with Image.open(self.path) as im:
-            return im.size
+        try:
+            with Image.open(self.path) as im:
+                return im.size
+        except Exception as exc:
+            raise InputError(f"cannot read image {self.path}: {exc}") from exc
 
     def jpeg(self, quality: int) -> bytes:
         """JPEG bytes: the file itself when it is a JPEG (no second lossy generation)."""
