@@ -1,0 +1,476 @@
+"""``segmentation_node``: camera images in, segmentation images out, through the realtime engine.
+
+The node is thin. It declares and validates the parameters, loads the model through an
+injectable engine factory, and per camera subscribes ``image`` (or ``image/compressed``) and
+``camera_info`` and publishes ``segmentation/{labels,color,overlay,drivable,confidence,
+camera_info,class_info}``. The image callback only converts the message (zero-copy) and hands
+the frame to the engine (latest frame wins); inference runs on the engine's worker thread, which
+calls back with the result to publish. Every output carries the input header unchanged.
+
+Run: ``ros2 run pspnet_ros segmentation_node --ros-args --params-file config/pspnet.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rcl_interfaces.msg import SetParametersResult
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header, String
+from std_srvs.srv import SetBool
+
+from ..errors import InputError
+from . import diagnostics, params as node_params, qos
+from .conversions import compressed_format, image_to_numpy, numpy_to_image, scale_camera_info
+
+NODE_NAME = "segmentation_node"
+# (engine output name, published encoding)
+OUTPUTS: Tuple[Tuple[str, str], ...] = (("labels", "mono8"), ("color", "rgb8"), ("overlay", "rgb8"),
+                                        ("drivable", "mono8"), ("confidence", "mono8"))
+TOGGLES = {"color": "publish_color", "overlay": "publish_overlay", "drivable": "publish_drivable",
+           "confidence": "publish_confidence"}
+QOS_CHECK_PERIOD_S = 0.5
+
+
+class StartupError(RuntimeError):
+    """The node cannot start with this configuration; the message says why (no traceback)."""
+
+
+# engine_factory(params, on_result, on_error) -> (segmenter, engine). The segmenter needs
+# classes, palette, meta, model_name, device, inference_size; the engine start/submit/
+# submit_encoded/update/stats/stop as in pspnet_ros.inference.
+EngineFactory = Callable[[node_params.NodeParams, Callable[[Any], None], Callable[[Any], None]],
+                         Tuple[Any, Any]]
+
+
+def resolve_drivable(requested: Sequence[str], classes: Sequence[str], meta: Dict[str, Any]) -> Tuple[str, ...]:
+    """Drivable class names: the requested ones, or the checkpoint's; all must be model classes."""
+    names = tuple(requested) or tuple(meta.get("drivable_classes") or ())
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise StartupError(f"parameter 'drivable_classes' names {unknown}, which the model does not have "
+                           f"(its classes: {list(classes)})")
+    return names
+
+
+def default_engine_factory(p: node_params.NodeParams, on_result: Callable[[Any], None],
+                           on_error: Callable[[Any], None]) -> Tuple[Any, Any]:
+    """Load the checkpoint into a Segmenter and wrap it in a RealtimeEngine."""
+    from ..models import CheckpointError
+    from ..paths import ModelNotFoundError, resolve_checkpoint, resolve_device
+
+    try:
+        device = resolve_device(p.device)
+        path = resolve_checkpoint(p.checkpoint, dataset="kitti_road", device=device)
+    except ModelNotFoundError as exc:
+        raise StartupError(f"checkpoint 'auto': {exc}; train one (pspnet train) or set 'checkpoint' "
+                           "to a .pt file") from None
+    except (RuntimeError, ValueError) as exc:
+        raise StartupError(f"parameter 'device': {exc}") from None
+
+    from ..inference import EngineConfig, RealtimeEngine, Segmenter
+
+    try:
+        seg = Segmenter.from_checkpoint(str(path), device=device, precision=p.precision,
+                                        inference_size=p.inference_size)
+    except CheckpointError as exc:
+        raise StartupError(f"parameter 'checkpoint': {exc}") from None
+    except (ValueError, RuntimeError) as exc:
+        raise StartupError(f"cannot load {path} on {device} ({p.precision}): {exc}") from None
+    drivable = resolve_drivable(p.drivable_classes, seg.classes, seg.meta) or None
+    cfg = EngineConfig(drop_policy=p.drop_policy, output_resolution=p.output_resolution,
+                       overlay_alpha=p.overlay_alpha, drivable_classes=drivable,
+                       outputs=frozenset(("labels",) + tuple(k for k, t in TOGGLES.items()
+                                                             if getattr(p, t))),
+                       compile=p.compile)
+    return seg, RealtimeEngine(seg, cfg, on_result=on_result, on_error=on_error)
+
+
+@dataclass(frozen=True)
+class FrameContext:
+    """Travels with a frame through the engine (opaque to it) back to the publishers."""
+
+    camera: int
+    header: Header
+    info: Optional[CameraInfo]
+    size: Optional[Tuple[int, int]]  # (h, w) of the input frame; None until decoded (compressed)
+
+
+class Camera:
+    """One camera's topics, statistics and rate limiter."""
+
+    def __init__(self, index: int, namespace: str) -> None:
+        self.index = index
+        self.namespace = namespace
+        self.prefix = f"{namespace}/" if namespace else ""
+        self.source_id = namespace or "default"
+        self.stats = diagnostics.CameraStats()
+        self.subscription: Any = None
+        self.reliability: Optional[Any] = None
+        self.input_topic = ""
+        self.info: Optional[CameraInfo] = None
+        self.info_subscription: Any = None
+        self.publishers: Dict[str, Any] = {}
+        self.info_publisher: Any = None
+        self.class_info_publisher: Any = None
+        self._next_due = 0.0
+
+    def rate_allows(self, max_rate: float, now: float) -> bool:
+        """Token-bucket-like cap: keeps the average at max_rate without drifting below it."""
+        if max_rate <= 0:
+            return True
+        period = 1.0 / max_rate
+        if now < self._next_due:
+            return False
+        # Schedule from the due time (not from `now`) so jitter does not lower the rate; after a
+        # pause, restart from now instead of bursting to catch up.
+        self._next_due = self._next_due + period if now - self._next_due < period else now + period
+        return True
+
+
+class SegmentationNode(Node):
+    def __init__(self, *, engine_factory: EngineFactory = default_engine_factory,
+                 node_name: str = NODE_NAME, **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
+        self._engine: Any = None
+        self._closing = False
+        try:
+            self._setup(engine_factory)
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------- setup
+    def _setup(self, engine_factory: EngineFactory) -> None:
+        log = self.get_logger()
+        try:
+            self.params = node_params.declare(self)
+        except node_params.ParameterError as exc:
+            raise StartupError(str(exc)) from None
+        for name in node_params.unknown_overrides(self):
+            log.warning(f"unknown parameter '{name}' ignored (typo? see config/pspnet.yaml)")
+        self._params_lock = threading.Lock()
+        self._enabled = True
+
+        self._seg, self._engine = engine_factory(self.params, self._on_result, self._on_error)
+        self._model_name = str(getattr(self._seg, "model_name", "model"))
+        self._inference_size = tuple(getattr(self._seg, "inference_size", (0, 0)))
+        self._classes = list(self._seg.classes)
+
+        namespaces = self.params.cameras or ("",)
+        self._cameras = [Camera(i, ns) for i, ns in enumerate(namespaces)]
+        self._forced = qos.forced_reliability(self.params.qos_reliability)
+        for cam in self._cameras:
+            self._create_camera_io(cam)
+
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
+        self.create_service(SetBool, "~/enable", self._on_enable)
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self._diag_timer = self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
+        self._qos_timer = (self.create_timer(QOS_CHECK_PERIOD_S, self._check_qos)
+                           if self._forced is None else None)
+
+        self._engine.start()
+        device = getattr(self._seg, "device", "?")
+        log.info(f"model {self._model_name} ({len(self._classes)} classes: {', '.join(self._classes)}) "
+                 f"on {device}, inference size {self._inference_size[0]}x{self._inference_size[1]}, "
+                 f"serving {len(self._cameras)} camera(s): "
+                 + ", ".join(c.input_topic for c in self._cameras))
+
+    def _create_camera_io(self, cam: Camera) -> None:
+        out_qos = qos.output_qos()
+        for kind, _enc in OUTPUTS:
+            cam.publishers[kind] = self.create_publisher(Image, f"{cam.prefix}segmentation/{kind}", out_qos)
+        cam.info_publisher = self.create_publisher(CameraInfo, f"{cam.prefix}segmentation/camera_info", out_qos)
+        cam.class_info_publisher = self.create_publisher(String, f"{cam.prefix}segmentation/class_info",
+                                                         qos.latched_qos())
+        cam.class_info_publisher.publish(String(data=self._class_info_json()))
+        cam.info_subscription = self.create_subscription(
+            CameraInfo, f"{cam.prefix}camera_info", lambda m, c=cam: setattr(c, "info", m),
+            qos.camera_info_qos())
+        base = self.resolve_topic_name(f"{cam.prefix}image")
+        cam.input_topic = base + "/compressed" if self.params.input_transport == "compressed" else base
+        reliability = self._forced
+        if reliability is None:
+            reliability = qos.matching_reliability(self._offered(cam)) or qos.RELIABLE
+        self._subscribe(cam, reliability)
+
+    def _subscribe(self, cam: Camera, reliability: Any) -> None:
+        if cam.subscription is not None:
+            self.destroy_subscription(cam.subscription)
+        if self.params.input_transport == "compressed":
+            cam.subscription = self.create_subscription(
+                CompressedImage, cam.input_topic, lambda m, c=cam: self._on_compressed(c, m),
+                qos.input_qos(reliability))
+        else:
+            cam.subscription = self.create_subscription(
+                Image, cam.input_topic, lambda m, c=cam: self._on_image(c, m), qos.input_qos(reliability))
+        cam.reliability = reliability
+
+    def _class_info_json(self) -> str:
+        meta = getattr(self._seg, "meta", {}) or {}
+        palette = [[int(v) for v in c] for c in self._seg.palette]
+        return json.dumps({
+            "model": self._model_name,
+            "dataset": meta.get("dataset"),
+            "classes": self._classes,
+            "palette": palette,
+            "ignore_index": meta.get("ignore_index"),
+            "drivable_classes": list(resolve_drivable(self.params.drivable_classes, self._classes, meta)),
+            "inference_size": list(self._inference_size),
+            "labels": "mono8 image: pixel value = index into classes",
+        })
+
+    # ------------------------------------------------------------------ QoS
+    def _offered(self, cam: Camera) -> List[Any]:
+        return [i.qos_profile.reliability for i in self.get_publishers_info_by_topic(cam.input_topic)]
+
+    def _check_qos(self) -> None:
+        """qos_reliability auto: follow the publishers' offered reliability as they come and go."""
+        for cam in self._cameras:
+            wanted = qos.matching_reliability(self._offered(cam))
+            # No publishers: keep the current subscription (do not flap while a camera restarts).
+            if wanted is not None and wanted != cam.reliability:
+                self.get_logger().info(
+                    f"{cam.input_topic}: publishers offer {qos.name(wanted)}; subscribing {qos.name(wanted)}"
+                    + (" (large frames over UDP may be lost: see README troubleshooting)"
+                       if wanted == qos.BEST_EFFORT else ""))
+                self._subscribe(cam, wanted)
+
+    # --------------------------------------------------------------- input
+    def _wanted_outputs(self, cam: Camera) -> FrozenSet[str]:
+        p = self.params
+        wanted = set()
+        for kind, _enc in OUTPUTS:
+            if kind in TOGGLES and not getattr(p, TOGGLES[kind]):
+                continue
+            if cam.publishers[kind].get_subscription_count() > 0:
+                wanted.add(kind)
+        if wanted and cam.info_publisher.get_subscription_count() > 0:
+            wanted.add("labels")  # camera_info needs the output size, which labels give
+        return frozenset(wanted)
+
+    def _admit(self, cam: Camera) -> Optional[FrozenSet[str]]:
+        """Count the frame; the outputs to compute, or None when it is not to be processed."""
+        stats = cam.stats
+        stats.count("received")
+        if not self._enabled:
+            stats.count("paused")
+            return None
+        if not cam.rate_allows(self.params.max_rate, time.monotonic()):
+            stats.count("rate_limited")
+            return None
+        outputs = self._wanted_outputs(cam)
+        if not outputs:
+            stats.count("no_subscribers")
+            return None
+        return outputs
+
+    def _bad_input(self, cam: Camera, header: Header, exc: Exception) -> None:
+        cam.stats.count("bad_input", error=str(exc))
+        self.get_logger().warning(
+            f"{cam.input_topic}: dropped frame (stamp {header.stamp.sec}.{header.stamp.nanosec:09d}, "
+            f"frame_id '{header.frame_id}'): {exc}", throttle_duration_sec=5.0)
+
+    def _on_image(self, cam: Camera, msg: Image) -> None:
+        outputs = self._admit(cam)
+        if outputs is None:
+            return
+        try:
+            frame = image_to_numpy(msg)
+        except InputError as exc:
+            self._bad_input(cam, msg.header, exc)
+            return
+        ctx = FrameContext(cam.index, msg.header, cam.info, (msg.height, msg.width))
+        self._submit(cam, lambda: self._engine.submit(frame.array, _stamp(msg.header), source_id=cam.source_id,
+                                                      bgr=frame.bgr, context=ctx, outputs=outputs))
+
+    def _on_compressed(self, cam: Camera, msg: CompressedImage) -> None:
+        outputs = self._admit(cam)
+        if outputs is None:
+            return
+        try:
+            fmt = compressed_format(msg)
+        except InputError as exc:
+            self._bad_input(cam, msg.header, exc)
+            return
+        if (cam.info is not None and "labels" in outputs and self.params.output_resolution == "network"
+                and cam.info_publisher.get_subscription_count()):
+            outputs = outputs | {"input"}  # the decoded size is needed to scale camera_info
+        ctx = FrameContext(cam.index, msg.header, cam.info, None)
+        data = bytes(msg.data)
+        self._submit(cam, lambda: self._engine.submit_encoded(data, fmt, _stamp(msg.header),
+                                                              source_id=cam.source_id, context=ctx,
+                                                              outputs=outputs))
+
+    def _submit(self, cam: Camera, submit: Callable[[], bool]) -> None:
+        try:
+            accepted = submit()
+        except InputError as exc:  # engines may validate synchronously too
+            self._bad_input(cam, Header(), exc)
+            return
+        except Exception as exc:  # never let one frame take the node down
+            cam.stats.count("failed", error=f"{type(exc).__name__}: {exc}")
+            self.get_logger().error(f"{cam.input_topic}: submitting a frame failed: {exc}",
+                                    throttle_duration_sec=5.0)
+            return
+        if accepted is False:
+            cam.stats.count("rejected")
+
+    # -------------------------------------------------------------- output
+    def _on_result(self, res: Any) -> None:
+        """Engine worker thread: publish every computed output with the input header."""
+        if self._closing:
+            return
+        ctx: FrameContext = res.context
+        cam = self._cameras[ctx.camera]
+        try:
+            self._publish_result(cam, ctx, res)
+        except Exception as exc:  # a publishing problem must not kill the engine worker
+            if self._closing:
+                return
+            cam.stats.count("failed", error=f"publishing: {exc}")
+            self.get_logger().error(f"{cam.prefix}segmentation: publishing failed: {exc}",
+                                    throttle_duration_sec=5.0)
+
+    def _publish_result(self, cam: Camera, ctx: FrameContext, res: Any) -> None:
+        p = self.params
+        for kind, encoding in OUTPUTS:
+            array = getattr(res, kind, None)
+            if array is None or (kind in TOGGLES and not getattr(p, TOGGLES[kind])):
+                continue
+            cam.publishers[kind].publish(numpy_to_image(array, encoding, ctx.header))
+        if ctx.info is not None and res.labels is not None and cam.info_publisher.get_subscription_count():
+            if ctx.size is not None:
+                in_size = ctx.size
+            elif getattr(res, "input", None) is not None:
+                in_size = tuple(res.input.shape[:2])
+            else:  # output_resolution input: the outputs have the decoded frame's size
+                in_size = tuple(res.labels.shape[:2])
+            try:
+                cam.info_publisher.publish(scale_camera_info(ctx.info, in_size, res.labels.shape[:2], ctx.header))
+            except InputError as exc:
+                cam.stats.count("bad_camera_info", error=f"camera_info: {exc}")
+                self.get_logger().warning(f"{cam.prefix}camera_info not republished: {exc}",
+                                          throttle_duration_sec=10.0)
+        cam.stats.count("processed")
+        stamp_ns = ctx.header.stamp.sec * 1_000_000_000 + ctx.header.stamp.nanosec
+        if stamp_ns > 0:
+            # Node clock, so with use_sim_time this is sim now - stamp (bag replay stays meaningful).
+            cam.stats.add_latency((self.get_clock().now().nanoseconds - stamp_ns) / 1e6)
+
+    def _on_error(self, err: Any) -> None:
+        """Engine worker thread: a frame could not be processed (bad data, OOM, failure)."""
+        if self._closing:
+            return
+        ctx = err.context
+        cam = self._cameras[ctx.camera] if isinstance(ctx, FrameContext) else self._cameras[0]
+        header = ctx.header if isinstance(ctx, FrameContext) else Header()
+        if err.kind == "bad_input":
+            self._bad_input(cam, header, err.error)
+            return
+        cam.stats.count("failed", error=f"{err.kind}: {err.error}")
+        self.get_logger().error(f"{cam.input_topic}: frame failed ({err.kind}): {err.error}",
+                                throttle_duration_sec=5.0)
+
+    # ---------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self) -> None:
+        try:
+            stats = self._engine.stats()
+        except Exception as exc:  # diagnostics must not take the node down either
+            stats = {"device": "?", "error": str(exc)}
+        per_source = stats.get("per_source") or {}
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        lines = []
+        fqn = self.get_fully_qualified_name()
+        for cam in self._cameras:
+            source = per_source.get(cam.source_id, {})
+            dropped = int(source.get("dropped", stats.get("dropped", 0) if len(self._cameras) == 1 else 0) or 0)
+            window = cam.stats.window(dropped + cam.stats.counts["rejected"])
+            label = f"{fqn}: {cam.namespace}" if cam.namespace else fqn
+            array.status.append(diagnostics.build_status(
+                label, f"{self._model_name}@{stats.get('device', '?')}", window, not self._enabled,
+                cam.input_topic, {**stats, **({"stages_ms": source["stages_ms"]} if "stages_ms" in source else {})},
+                self._model_name, self._inference_size))
+            lines.append(diagnostics.log_line(cam.input_topic, window))
+        self._diag_pub.publish(array)
+        self.get_logger().info(" | ".join(lines), throttle_duration_sec=max(10.0, self.params.diagnostics_period))
+
+    # ------------------------------------------------ services, parameters
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        self._enabled = bool(request.data)
+        response.success = True
+        response.message = "processing resumed" if self._enabled else "processing paused (model stays loaded)"
+        self.get_logger().info(response.message)
+        return response
+
+    def _check_parameters(self, changes: List[Parameter]) -> SetParametersResult:
+        p = self.params
+        for change in changes:
+            if change.name == "use_sim_time":
+                continue
+            reason, p = node_params.check_runtime_change(p, change.name, change.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, changes: List[Parameter]) -> None:
+        p = self.params
+        for change in changes:
+            if change.name in node_params.RUNTIME:
+                p = node_params.check_runtime_change(p, change.name, change.value)[1]
+        self.params = p  # one reference swap: callbacks always see a consistent set
+        outputs = frozenset(("labels",) + tuple(k for k, t in TOGGLES.items() if getattr(p, t)))
+        self._engine.update(overlay_alpha=p.overlay_alpha, outputs=outputs)
+
+    # ------------------------------------------------------------- shutdown
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the engine (joins its worker) before the publishers it uses go away."""
+        if self._closing:
+            return
+        self._closing = True
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            try:
+                engine.stop(timeout=timeout)
+            except Exception as exc:
+                self.get_logger().error(f"stopping the engine: {exc}")
+        self.destroy_node()
+
+
+def _stamp(header: Header) -> float:
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = default_engine_factory) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node: Optional[SegmentationNode] = None
+    try:
+        node = SegmentationNode(engine_factory=engine_factory)
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StartupError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        return 2
+    finally:
+        if node is not None:
+            node.close()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Node parameters: one table of specs -> ParameterDescriptors, validation, a frozen NodeParams.
+
+Every parameter is declared with a description, its range or choices and ``read_only`` where a
+change needs a restart (model, device, topics, QoS). The runtime-changeable ones are
+``overlay_alpha``, the ``publish_*`` toggles and ``max_rate``; :func:`check_runtime_change`
+validates them for the on-set callback. Validation lives in plain functions
+(:func:`params_from_values`) so the rules are the same for the parameter file and for runtime
+``ros2 param set``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
+
+CHOICES: Dict[str, Tuple[str, ...]] = {
+    "precision": ("fp32", "fp16", "bf16"),
+    "output_resolution": ("input", "network"),
+    "drop_policy": ("latest", "queue"),
+    "input_transport": ("raw", "compressed"),
+    "qos_reliability": ("auto", "reliable", "best_effort"),
+}
+RUNTIME = ("overlay_alpha", "publish_color", "publish_overlay", "publish_drivable",
+           "publish_confidence", "max_rate")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# A relative or absolute ROS namespace: tokens of [A-Za-z_][A-Za-z0-9_]* separated by '/'.
+_NAMESPACE = re.compile(r"^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot run with; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Validated node parameters (see config/pspnet.yaml for what each one means)."""
+
+    checkpoint: str = "auto"
+    device: str = "auto"
+    precision: str = "fp32"
+    inference_size: Optional[Tuple[int, int]] = None  # None: the checkpoint's input_size
+    output_resolution: str = "input"
+    overlay_alpha: float = 0.5
+    drivable_classes: Tuple[str, ...] = ()  # (): the checkpoint's drivable_classes
+    publish_color: bool = True
+    publish_overlay: bool = True
+    publish_drivable: bool = True
+    publish_confidence: bool = False
+    max_rate: float = 0.0  # Hz, 0: no cap
+    drop_policy: str = "latest"
+    input_transport: str = "raw"
+    qos_reliability: str = "auto"
+    cameras: Tuple[str, ...] = ()  # (): one camera, topics relative to the node namespace
+    compile: bool = False
+    diagnostics_period: float = 1.0
+
+
+_T = ParameterType
+# name -> (ROS type, ROS default, description, floating range or None)
+_SPECS: Dict[str, Tuple[int, Any, str, Optional[Tuple[float, float]]]] = {
+    "checkpoint": (_T.PARAMETER_STRING, "auto",
+                   "Model checkpoint (.pt) path, or 'auto' for the shipped KITTI road model for the "
+                   "device (light model on CPU, strongest on CUDA).", None),
+    "device": (_T.PARAMETER_STRING, "auto", "Inference device: auto, cpu, cuda or cuda:N.", None),
+    "precision": (_T.PARAMETER_STRING, "fp32",
+                  "Inference precision: fp32, fp16 or bf16 (half precision needs CUDA).", None),
+    "inference_size": (_T.PARAMETER_INTEGER_ARRAY, [0, 0],
+                       "Network input size [height, width] in pixels; [0, 0] uses the size the "
+                       "checkpoint was trained for. Smaller is faster.", None),
+    "output_resolution": (_T.PARAMETER_STRING, "input",
+                          "Size of the published images: 'input' (camera resolution) or 'network' "
+                          "(inference_size, cheaper).", None),
+    "overlay_alpha": (_T.PARAMETER_DOUBLE, 0.5,
+                      "Opacity of the class colours in segmentation/overlay (0 = camera image only, "
+                      "1 = colours only). Changeable at runtime.", (0.0, 1.0)),
+    "drivable_classes": (_T.PARAMETER_STRING_ARRAY, [""],
+                         "Class names that make up segmentation/drivable; [''] uses the checkpoint's "
+                         "drivable classes (road for the shipped models).", None),
+    "publish_color": (_T.PARAMETER_BOOL, True,
+                      "Publish segmentation/color (palette image). Changeable at runtime.", None),
+    "publish_overlay": (_T.PARAMETER_BOOL, True,
+                        "Publish segmentation/overlay (colours blended over the camera image). "
+                        "Changeable at runtime.", None),
+    "publish_drivable": (_T.PARAMETER_BOOL, True,
+                         "Publish segmentation/drivable (mono8 0/255 mask). Changeable at runtime.", None),
+    "publish_confidence": (_T.PARAMETER_BOOL, False,
+                           "Publish segmentation/confidence (mono8 max class probability x 255; "
+                           "costs a softmax). Changeable at runtime.", None),
+    "max_rate": (_T.PARAMETER_DOUBLE, 0.0,
+                 "Cap on processed frames per second per camera (0 = no cap); frames above the cap "
+                 "are skipped before inference. Changeable at runtime.", (0.0, 1000.0)),
+    "drop_policy": (_T.PARAMETER_STRING, "latest",
+                    "'latest': a new frame replaces one still waiting (lowest latency, drops counted); "
+                    "'queue': frames wait in a bounded queue (no drops until it is full).", None),
+    "input_transport": (_T.PARAMETER_STRING, "raw",
+                        "'raw': subscribe sensor_msgs/Image on 'image'; 'compressed': "
+                        "sensor_msgs/CompressedImage (JPEG/PNG) on '<image>/compressed'.", None),
+    "qos_reliability": (_T.PARAMETER_STRING, "auto",
+                        "Input reliability: 'auto' matches what the camera publishers offer (as "
+                        "ros2 bag record does, re-checked when publishers appear); 'reliable' or "
+                        "'best_effort' force it.", None),
+    "cameras": (_T.PARAMETER_STRING_ARRAY, [""],
+                "Camera namespaces served by this node with one model, e.g. ['front', 'rear'] -> "
+                "front/image -> front/segmentation/...; [''] = one camera with topics relative to "
+                "the node namespace.", None),
+    "compile": (_T.PARAMETER_BOOL, False,
+                "torch.compile the model at start-up (slower start, faster frames on CUDA).", None),
+    "diagnostics_period": (_T.PARAMETER_DOUBLE, 1.0,
+                           "Seconds between /diagnostics messages (and the statistics window).",
+                           (0.1, 60.0)),
+}
+
+
+def descriptor(name: str) -> ParameterDescriptor:
+    ros_type, _default, description, frange = _SPECS[name]
+    d = ParameterDescriptor(name=name, type=ros_type, description=description,
+                            read_only=name not in RUNTIME)
+    if name in CHOICES:
+        d.additional_constraints = "one of: " + ", ".join(CHOICES[name])
+    if frange is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=frange[0], to_value=frange[1], step=0.0)]
+    return d
+
+
+def default_values() -> Dict[str, Any]:
+    return {name: spec[1] for name, spec in _SPECS.items()}
+
+
+def _clean_list(value: Any) -> Tuple[str, ...]:
+    """String lists from YAML/CLI: None (an empty YAML list) and '' entries mean 'none given'."""
+    if value is None:
+        return ()
+    return tuple(str(v).strip() for v in value if str(v).strip())
+
+
+def _check_choice(name: str, value: Any) -> str:
+    if value not in CHOICES[name]:
+        raise ParameterError(f"parameter '{name}' is {value!r}; it must be one of: "
+                             + ", ".join(CHOICES[name]))
+    return value
+
+
+def _check_range(name: str, value: Any) -> float:
+    lo, hi = _SPECS[name][3]  # type: ignore[misc]
+    value = float(value)
+    if not lo <= value <= hi:
+        raise ParameterError(f"parameter '{name}' is {value}; it must be between {lo} and {hi}")
+    return value
+
+
+def check_value(name: str, value: Any) -> Any:
+    """Validate one parameter value; return the normalized Python value or raise ParameterError."""
+    if name in CHOICES:
+        return _check_choice(name, value)
+    if name in ("overlay_alpha", "max_rate", "diagnostics_period"):
+        return _check_range(name, value)
+    if name == "device":
+        if not _DEVICE.match(str(value)):
+            raise ParameterError(f"parameter 'device' is {value!r}; use auto, cpu, cuda or cuda:N")
+        return str(value)
+    if name == "checkpoint":
+        if not str(value).strip():
+            raise ParameterError("parameter 'checkpoint' is empty; give a .pt path or 'auto'")
+        return str(value).strip()
+    if name == "inference_size":
+        size = tuple(int(v) for v in (value or ()))
+        if size in ((), (0, 0)):
+            return None
+        if len(size) != 2 or not all(16 <= v <= 8192 for v in size):
+            raise ParameterError(f"parameter 'inference_size' is {list(size)}; give [height, width] "
+                                 "with each between 16 and 8192, or [0, 0] for the checkpoint's size")
+        return size
+    if name == "drivable_classes":
+        return _clean_list(value)
+    if name == "cameras":
+        cams = tuple(c.rstrip("/") for c in _clean_list(value))
+        for cam in cams:
+            if not _NAMESPACE.match(cam):
+                raise ParameterError(f"parameter 'cameras' has {cam!r}, not a valid ROS namespace "
+                                     "(letters, digits, '_' and '/', not starting with a digit)")
+        dupes = sorted({c for c in cams if cams.count(c) > 1})
+        if dupes:
+            raise ParameterError(f"parameter 'cameras' lists {', '.join(dupes)} more than once")
+        return cams
+    if name in ("publish_color", "publish_overlay", "publish_drivable", "publish_confidence", "compile"):
+        return bool(value)
+    raise ParameterError(f"unknown parameter {name!r}")
+
+
+def params_from_values(values: Dict[str, Any]) -> NodeParams:
+    """Validated NodeParams from raw values (missing keys take their defaults)."""
+    merged = {**default_values(), **values}
+    return NodeParams(**{name: check_value(name, merged[name]) for name in _SPECS})
+
+
+def check_runtime_change(params: NodeParams, name: str, value: Any) -> Tuple[Optional[str], NodeParams]:
+    """(reason it is refused or None, params with the change applied)."""
+    if name not in RUNTIME:
+        return f"parameter '{name}' is read-only: restart the node to change it", params
+    try:
+        return None, replace(params, **{name: check_value(name, value)})
+    except (ParameterError, TypeError, ValueError) as exc:
+        return str(exc), params
+
+
+def declare(node: Any) -> NodeParams:
+    """Declare every parameter on ``node`` and return them validated.
+
+    Raises:
+        ParameterError: wrong type, out of range, unknown choice (with the parameter's name).
+    """
+    from rclpy.exceptions import ParameterException
+
+    values: Dict[str, Any] = {}
+    for name, (_ros_type, default, _desc, _range) in _SPECS.items():
+        try:
+            values[name] = node.declare_parameter(name, default, descriptor(name)).value
+        except ParameterException as exc:
+            raise ParameterError(_describe_declare_error(name, exc)) from None
+    return params_from_values(values)
+
+
+def _describe_declare_error(name: str, exc: Exception) -> str:
+    text = str(exc)
+    ros_type = _SPECS[name][0]
+    type_names = {_T.PARAMETER_STRING: "a string", _T.PARAMETER_DOUBLE: "a number (e.g. 1.0)",
+                  _T.PARAMETER_BOOL: "true or false", _T.PARAMETER_INTEGER_ARRAY: "a list of integers",
+                  _T.PARAMETER_STRING_ARRAY: "a list of strings"}
+    if "type" in text.lower():
+        return f"parameter '{name}' has the wrong type; it must be {type_names.get(ros_type, 'another type')} ({text})"
+    frange = _SPECS[name][3]
+    if frange is not None:
+        return f"parameter '{name}' must be between {frange[0]} and {frange[1]} ({text})"
+    return f"parameter '{name}': {text}"
+
+
+def unknown_overrides(node: Any) -> Iterable[str]:
+    """Names in the parameter file / command line that the node does not know (typos)."""
+    overrides: Sequence[str] = list(getattr(node, "_parameter_overrides", {}) or {})
+    known = set(_SPECS) | {"use_sim_time", "start_type_description_service"}
+    return sorted(n for n in overrides if n not in known and not n.startswith("qos_overrides."))

@@ -1,0 +1,65 @@
+"""QoS profiles of the node and the ``qos_reliability: auto`` rule.
+
+Input: keep last 1, volatile, so a slow node never builds a backlog in DDS; reliability either
+forced or matched to the publishers. A reliable subscription does not match a best-effort
+publisher at all, and a best-effort subscription to a reliable publisher loses fragments of large
+images (1242x375 rgb8 over Fast DDS UDP: 2-4 of 10 frames arrive), so ``auto`` picks reliable
+when every publisher offers it and best effort otherwise, the rule ``ros2 bag record`` uses.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+RELIABLE = ReliabilityPolicy.RELIABLE
+BEST_EFFORT = ReliabilityPolicy.BEST_EFFORT
+
+
+def input_qos(reliability: ReliabilityPolicy) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def output_qos() -> QoSProfile:
+    """Reliable, small depth: reliable and best-effort subscribers (RViz) both match."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2, reliability=RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def latched_qos() -> QoSProfile:
+    """Transient local depth 1: a late subscriber still gets the last message (class_info)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def camera_info_qos() -> QoSProfile:
+    """camera_info is tiny (no fragmentation), so best effort loses nothing and matches any publisher."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def diagnostics_qos() -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def forced_reliability(setting: str) -> Optional[ReliabilityPolicy]:
+    """The policy for 'reliable'/'best_effort'; None for 'auto'."""
+    return {"reliable": RELIABLE, "best_effort": BEST_EFFORT}.get(setting)
+
+
+def matching_reliability(offered: Iterable[ReliabilityPolicy]) -> Optional[ReliabilityPolicy]:
+    """Reliable if every publisher offers reliable, best effort if any does not, None if none.
+
+    ``offered`` are the publishers' policies (``TopicEndpointInfo.qos_profile.reliability``).
+    """
+    offered = list(offered)
+    if not offered:
+        return None
+    return RELIABLE if all(p == RELIABLE for p in offered) else BEST_EFFORT
+
+
+def name(policy: ReliabilityPolicy) -> str:
+    return "reliable" if policy == RELIABLE else "best_effort"
