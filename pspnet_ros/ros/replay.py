@@ -228,6 +228,26 @@ class Replayer:
             t.publisher.wait_for_all_acked(Duration(seconds=timeout))
 
 
+def split_ros_args(argv: Sequence[str]):
+    """(our arguments, ROS arguments) from ``... --ros-args ... [--] ...``.
+
+    rclpy's ``remove_ros_args`` would also take our ``--remap FROM:=TO`` value for a
+    (deprecated) bare ROS remap rule, so only what follows ``--ros-args`` goes to rclpy.
+    """
+    ours, ros, in_ros = [], [], False
+    for a in argv:
+        if a == "--ros-args":
+            in_ros = True
+            ros.append(a)
+        elif a == "--" and in_ros:
+            in_ros = False
+        elif in_ros:
+            ros.append(a)
+        else:
+            ours.append(a)
+    return ours, ros
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pspnet replay", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -256,14 +276,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
-    from rclpy.utilities import remove_ros_args
 
-    full = list(sys.argv[1:] if argv is None else argv)
-    args = get_args_parser().parse_args(remove_ros_args(["replay"] + full)[1:])
+    ours, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
+    args = get_args_parser().parse_args(ours)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")
-    rclpy.init(args=["replay"] + full)
+    rclpy.init(args=["replay"] + ros_args)
     node = rclpy.create_node("pspnet_replay")
     replayer = None
     try:
