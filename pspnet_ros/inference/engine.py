@@ -1,0 +1,614 @@
+"""``RealtimeEngine``: frames in from any thread, segmented results out on a worker thread.
+
+Scheduling. With ``drop_policy="latest"`` each source has a one-frame slot: ``submit`` puts the
+frame there and returns at once, replacing (and counting as dropped) a frame the worker has
+not taken yet, so a slow model never builds a backlog and always works on the newest image.
+With ``"queue"`` frames wait in one bounded FIFO and ``submit`` blocks while it is full
+(back-pressure for offline processing: nothing is dropped, order is kept). The worker takes up
+to ``max_batch`` frames at once (one per source with ``latest``) and runs frames of the same
+size in one forward pass.
+
+CUDA pipeline (per batch, ``pipeline_depth`` batches in flight)::
+
+    worker (CPU)     copy frames into a pinned ring slot
+    copy stream      H2D (non_blocking) ---------- event "uploaded"
+    compute stream        wait uploaded -> resize/normalize -> forward (autocast,
+                          channels_last, CUDA graph) -> upsample/argmax/colorize/blend
+                                                   ---------- event "computed"
+    d2h stream                 wait computed -> D2H of the uint8 outputs into pinned memory
+                                                   ---------- event "ready"
+    worker (CPU)     (after launching the next batch) wait ready -> copy out -> on_result
+
+so the upload of batch N+1 and the download of batch N overlap the compute of N and N+1.
+Stage times come from CUDA events on those streams. On CPU the same code runs with no-op
+streams and wall-clock events (``timing.Device``), synchronously.
+
+Errors never stop the worker: a bad frame (InputError) is reported as ``bad_input``, a CUDA
+out-of-memory as ``oom`` (after ``torch.cuda.empty_cache()``), anything else as ``failed``,
+through ``on_error`` and the counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from typing import Any, Callable, Deque, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from . import ops
+from .inputs import decode_cpu, decode_jpeg_device, encoded_size, validate_frame
+from .segmenter import Segmenter, rgb_view, stack_frames, to_numpy_outputs
+from .timing import Device, LatencyWindow, StageClock, StageWindow
+from .types import ERROR_KINDS, EngineConfig, FrameError, FrameResult, check_outputs
+
+log = logging.getLogger(__name__)
+
+#: Settings ``update()`` may change while running (the rest need a new engine).
+RUNTIME_SETTINGS = ("overlay_alpha", "outputs", "drivable_classes", "upsample", "output_resolution")
+_LOG_EVERY_S = 5.0
+
+
+class _Item:
+    """One submitted frame on its way through the engine."""
+
+    __slots__ = ("frame", "data", "fmt", "stamp", "source_id", "context", "bgr", "outputs",
+                 "t_submit", "shape", "decode_ms", "on_device")
+
+    def __init__(self, frame, data, fmt, stamp, source_id, context, bgr, outputs) -> None:
+        self.frame, self.data, self.fmt = frame, data, fmt
+        self.stamp, self.source_id, self.context = stamp, source_id, context
+        self.bgr, self.outputs = bool(bgr), outputs
+        self.t_submit = 0.0
+        self.shape: Optional[Tuple[int, int]] = None
+        self.decode_ms = 0.0
+        self.on_device = False
+
+
+class _Batch:
+    """A launched batch: its frames, outputs (device tensors / host buffers) and timing."""
+
+    __slots__ = ("items", "outputs", "clock", "ready", "slot", "t_launch", "wants")
+
+    def __init__(self, items, outputs, clock, ready=None, slot=None, wants=None) -> None:
+        self.items, self.outputs, self.clock = items, outputs, clock
+        self.ready, self.slot, self.wants = ready, slot, wants
+        self.t_launch = time.perf_counter()
+
+
+class _RingSlot:
+    """Pinned host and device buffers of one in-flight batch, reused round-robin."""
+
+    def __init__(self, dev: Device) -> None:
+        self.dev = dev
+        self.uploaded = dev.event(timing=False)
+        self.computed = dev.event(timing=False)
+        self.ready = dev.event(timing=False)
+        self.used = False
+        self._host: Dict[Tuple, torch.Tensor] = {}
+        self._device: Dict[Tuple, torch.Tensor] = {}
+
+    def _buffer(self, cache: Dict, key: Tuple, shape: Tuple[int, ...], dtype, device, pin: bool) -> torch.Tensor:
+        buf = cache.get(key)
+        if buf is None or tuple(buf.shape) != shape:
+            if len(cache) > 8:  # camera sizes changed a lot: do not hoard pinned memory
+                cache.clear()
+            buf = torch.empty(shape, dtype=dtype, device=device, pin_memory=pin)
+            cache[key] = buf
+        return buf
+
+    def host(self, name: str, shape: Tuple[int, ...], dtype=torch.uint8) -> torch.Tensor:
+        return self._buffer(self._host, (name,) + shape, shape, dtype, "cpu", self.dev.is_cuda)
+
+    def device_in(self, shape: Tuple[int, ...]) -> torch.Tensor:
+        return self._buffer(self._device, shape, shape, torch.uint8, self.dev.device, False)
+
+
+def _wants_device_input(group: Sequence[_Item], wants: Sequence[FrozenSet[str]]) -> bool:
+    return any(it.on_device and "input" in w for it, w in zip(group, wants))
+
+
+def classify_error(exc: BaseException) -> str:
+    if isinstance(exc, InputError):
+        return "bad_input"
+    if isinstance(exc, torch.OutOfMemoryError) or (
+            isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()):
+        return "oom"
+    return "failed"
+
+
+class _SourceStats:
+    __slots__ = ("submitted", "processed", "dropped", "failed", "latency", "done_times")
+
+    def __init__(self, window: int) -> None:
+        self.submitted = self.processed = self.dropped = self.failed = 0
+        self.latency = LatencyWindow(window)
+        self.done_times: Deque[float] = deque(maxlen=100)
+
+    def fps(self) -> Optional[float]:
+        t = self.done_times
+        if len(t) < 2 or t[-1] <= t[0]:
+            return None
+        return round((len(t) - 1) / (t[-1] - t[0]), 2)
+
+    def snapshot(self) -> Dict[str, Any]:
+        return {"submitted": self.submitted, "processed": self.processed, "dropped": self.dropped,
+                "failed": self.failed, "latency_ms": self.latency.percentiles(), "fps": self.fps()}
+
+
+class RealtimeEngine:
+    """Runs a :class:`Segmenter` on a worker thread for frames submitted from any thread.
+
+    ``on_result(FrameResult)`` and ``on_error(FrameError)`` are called on the worker thread, in
+    processing order; keep them short (hand the result to another thread for slow work).
+    ``fault_hook(frames)`` (tests) is called with the batch's frame records before each forward
+    and may raise to simulate failures, e.g. ``torch.cuda.OutOfMemoryError``.
+    """
+
+    def __init__(self, segmenter: Segmenter, config: Optional[EngineConfig] = None,
+                 on_result: Optional[Callable[[FrameResult], None]] = None,
+                 on_error: Optional[Callable[[FrameError], None]] = None, *,
+                 fault_hook: Optional[Callable[[Sequence[Any]], None]] = None,
+                 use_ring: Optional[bool] = None) -> None:
+        self.seg = segmenter
+        self._cfg = config if config is not None else EngineConfig()
+        self._luts = self._make_luts(self._cfg)
+        self.on_result = on_result
+        self.on_error = on_error
+        self.fault_hook = fault_hook
+        self._dev = Device(segmenter.device)
+        # use_ring=True on CPU runs the CUDA pipeline code with no-op streams (tests).
+        self._use_ring = self._dev.is_cuda if use_ring is None else bool(use_ring)
+        self._depth = self._cfg.pipeline_depth or (2 if self._dev.is_cuda else 1)
+        self._ring: List[_RingSlot] = []
+        self._ring_pos = 0
+        self._streams: Dict[str, Any] = {}
+        self._gpu_decode = self._dev.is_cuda and self._cfg.gpu_decode
+
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._space = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
+        self._slots: "OrderedDict[str, _Item]" = OrderedDict()
+        self._fifo: Deque[_Item] = deque()
+        self._outstanding = 0
+        self._running = False
+        self._thread: Optional[threading.Thread] = None
+
+        self._total = _SourceStats(self._cfg.latency_window)
+        self._sources: Dict[str, _SourceStats] = {}
+        self._stage_window = StageWindow()
+        self._batch_sizes: Deque[int] = deque(maxlen=200)
+        self._errors = {k: 0 for k in ERROR_KINDS}
+        self._callback_errors = 0
+        self._last_log: Dict[str, Tuple[float, int]] = {}
+
+    # ------------------------------------------------------------------ configuration
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._cfg
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def _make_luts(self, cfg: EngineConfig) -> ops.Luts:
+        wants_drivable = "drivable" in cfg.outputs
+        ids = self.seg.drivable_ids(cfg.drivable_classes) if wants_drivable else ()
+        return self.seg.luts(ids)
+
+    def update(self, **changes: Any) -> EngineConfig:
+        """Change ``overlay_alpha``, ``outputs``, ``drivable_classes``, ``upsample`` or
+        ``output_resolution`` while running; takes effect from the next batch."""
+        fixed = sorted(set(changes) - set(RUNTIME_SETTINGS))
+        if fixed:
+            raise ValueError(f"cannot change {', '.join(fixed)} at runtime (only "
+                             f"{', '.join(RUNTIME_SETTINGS)}); create a new engine")
+        cfg = self._cfg.replace(**changes)
+        luts = self._make_luts(cfg)
+        with self._lock:
+            self._cfg, self._luts = cfg, luts
+        return cfg
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "RealtimeEngine":
+        """Warm up (compile / capture CUDA graphs if configured) and start the worker thread.
+        Blocks for the warm-up, so the first real frame is not slow."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        cfg = self._cfg
+        if self._dev.is_cuda and not self._streams:
+            self._streams = {"copy": self._dev.stream(), "compute": self._dev.stream(),
+                             "d2h": self._dev.stream()}
+        if self._use_ring and not self._ring:
+            self._ring = [_RingSlot(self._dev) for _ in range(self._depth + 1)]
+        if cfg.warmup or cfg.compile or cfg.cuda_graphs:
+            with self._dev.use(self._streams.get("compute")):
+                self.seg.prepare(cfg.max_batch, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs,
+                                 warmup=cfg.warmup)
+        with self._lock:
+            self._running = True
+        self._thread = threading.Thread(target=self._worker, name="pspnet-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop accepting frames, discard pending ones (counted as dropped), finish the batches
+        in flight and join the worker. Returns False if it did not exit within ``timeout``."""
+        with self._lock:
+            self._running = False
+            pending = list(self._slots.values()) + list(self._fifo)
+            self._slots.clear()
+            self._fifo.clear()
+            for item in pending:
+                self._count_drop(item.source_id)
+                self._outstanding -= 1
+            self._work.notify_all()
+            self._space.notify_all()
+            self._idle.notify_all()
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("engine worker did not stop within %.1f s (a callback still running?)", timeout)
+            return False
+        self._thread = None
+        return True
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every accepted frame has been delivered (result or error)."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._outstanding <= 0 or not self._running, timeout) \
+                and self._outstanding <= 0
+
+    def __enter__(self) -> "RealtimeEngine":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(self, frame: Any, stamp: Any, source_id: str = "default", bgr: bool = False,
+               context: Any = None, outputs: Optional[Iterable[str]] = None) -> bool:
+        """Hand over an (H, W, 3) uint8 frame (numpy or tensor; not copied - do not modify it
+        afterwards). Returns False if the engine is not running (the frame counts as dropped).
+        ``outputs`` overrides the configured outputs for this frame."""
+        if outputs is not None:
+            outputs = check_outputs(outputs)
+        return self._enqueue(_Item(frame, None, None, stamp, str(source_id), context, bgr, outputs))
+
+    def submit_encoded(self, data: bytes, fmt: Optional[str], stamp: Any, source_id: str = "default",
+                       context: Any = None, outputs: Optional[Iterable[str]] = None) -> bool:
+        """Hand over JPEG/PNG bytes; they are checked and decoded on the worker (nvJPEG on
+        CUDA, OpenCV otherwise). ``fmt``: 'jpeg', 'png' or None to detect."""
+        if outputs is not None:
+            outputs = check_outputs(outputs)
+        return self._enqueue(_Item(None, data, fmt, stamp, str(source_id), context, False, outputs))
+
+    def _source(self, sid: str) -> _SourceStats:
+        s = self._sources.get(sid)
+        if s is None:
+            s = self._sources[sid] = _SourceStats(self._cfg.latency_window)
+        return s
+
+    def _count_drop(self, sid: str) -> None:  # lock held
+        self._source(sid).dropped += 1
+        self._total.dropped += 1
+
+    def _enqueue(self, item: _Item) -> bool:
+        cfg = self._cfg
+        with self._lock:
+            src = self._source(item.source_id)
+            src.submitted += 1
+            self._total.submitted += 1
+            if not self._running:
+                self._count_drop(item.source_id)
+                return False
+            item.t_submit = time.perf_counter()
+            if cfg.drop_policy == "latest":
+                old = self._slots.pop(item.source_id, None)
+                if old is not None:
+                    self._count_drop(item.source_id)
+                    self._outstanding -= 1
+                self._slots[item.source_id] = item
+            else:
+                while len(self._fifo) >= cfg.queue_size and self._running:
+                    self._space.wait()
+                if not self._running:
+                    self._count_drop(item.source_id)
+                    return False
+                self._fifo.append(item)
+            self._outstanding += 1
+            self._work.notify()
+        return True
+
+    def _take(self, block: bool) -> List[_Item]:
+        max_batch = self._cfg.max_batch
+        with self._lock:
+            while not (self._slots or self._fifo):
+                if not block or not self._running:
+                    return []
+                self._work.wait(0.5)
+            items: List[_Item] = []
+            # Oldest pending first (slots are re-inserted on every submit, so dict order is
+            # submit order): fair across sources.
+            while self._slots and len(items) < max_batch:
+                items.append(self._slots.popitem(last=False)[1])
+            while self._fifo and len(items) < max_batch:
+                items.append(self._fifo.popleft())
+            self._space.notify_all()
+            return items
+
+    # ------------------------------------------------------------------ worker
+
+    def _worker(self) -> None:
+        dev_ctx = torch.cuda.device(self._dev.device) if self._dev.is_cuda else contextlib.nullcontext()
+        inflight: Deque[_Batch] = deque()
+        with dev_ctx, torch.inference_mode():
+            while True:
+                try:
+                    items = self._take(block=not inflight)
+                    if not items and not inflight and not self._running:
+                        break
+                    for group in self._prepare(items):
+                        batch = self._launch(group)
+                        if batch is not None:
+                            inflight.append(batch)
+                    while inflight and (len(inflight) >= self._depth or not items):
+                        self._finish(inflight.popleft())
+                except Exception:  # noqa: BLE001 - the worker must survive anything
+                    log.exception("engine worker error (continuing)")
+                    while inflight:
+                        b = inflight.popleft()
+                        self._fail(b.items, RuntimeError("batch lost after an engine error"))
+
+    def _prepare(self, items: List[_Item]) -> List[List[_Item]]:
+        """Validate / decode each frame (failures reported singly), then group consecutive
+        frames of the same size."""
+        ok: List[_Item] = []
+        for it in items:
+            try:
+                if it.data is not None:
+                    self._decode(it)
+                else:
+                    it.shape = validate_frame(it.frame, self._cfg.max_pixels)
+                    it.on_device = isinstance(it.frame, torch.Tensor) and it.frame.device.type != "cpu"
+                ok.append(it)
+            except Exception as exc:  # noqa: BLE001 - reported per frame
+                self._fail([it], exc)
+        groups: List[List[_Item]] = []
+        for it in ok:
+            if groups and groups[-1][0].shape == it.shape:
+                groups[-1].append(it)
+            else:
+                groups.append([it])
+        return groups
+
+    def _decode(self, it: _Item) -> None:
+        t0 = time.perf_counter()
+        fmt, h, w = encoded_size(it.data, it.fmt, self._cfg.max_pixels)
+        it.shape = (h, w)
+        if self._gpu_decode and fmt == "jpeg":
+            try:
+                with self._dev.use(self._streams.get("compute")):
+                    frame = decode_jpeg_device(it.data, self._dev.device)
+                if tuple(frame.shape[:2]) != (h, w):
+                    raise RuntimeError(f"nvJPEG gave {tuple(frame.shape[:2])}, header says {(h, w)}")
+                it.frame, it.bgr, it.on_device = frame, False, True
+            except Exception as exc:  # noqa: BLE001 - fall back to the CPU decoder
+                self._log_rate_limited("gpu_decode", "GPU JPEG decode failed (%s); decoding on the CPU", exc)
+        if it.frame is None:
+            it.frame, it.bgr = decode_cpu(it.data, fmt, h, w), True  # OpenCV decodes to BGR
+        it.data = None  # free the bytes early
+        it.decode_ms = (time.perf_counter() - t0) * 1000.0
+
+    def _launch(self, group: List[_Item]) -> Optional[_Batch]:
+        cfg, luts = self._cfg, self._luts
+        try:
+            wants = [it.outputs if it.outputs is not None else cfg.outputs for it in group]
+            union: FrozenSet[str] = frozenset().union(*wants)
+            h, w = group[0].shape
+            out_size = (h, w) if cfg.output_resolution == "input" else self.seg.inference_size
+            spec = ops.PostSpec(union - {"input"}, out_size, cfg.upsample, ops.alpha_weight(cfg.overlay_alpha))
+            if self.fault_hook is not None:
+                self.fault_hook(group)
+            clock = StageClock(self._dev)
+            clock.add("decode", sum(it.decode_ms for it in group))
+            if self._use_ring:
+                return self._launch_ring(group, spec, luts, clock, wants)
+            with clock.stage("upload"):
+                frames = self.seg.to_device_batch([it.frame for it in group], [it.bgr for it in group])
+            out = self.seg.run_batch(frames, spec, luts, clock)
+            if _wants_device_input(group, wants):
+                out["input"] = frames
+            return _Batch(group, out, clock, wants=wants)
+        except Exception as exc:  # noqa: BLE001 - reported per frame
+            self._fail(group, exc)
+            return None
+
+    def _launch_ring(self, group, spec, luts, clock, wants) -> _Batch:
+        dev, streams = self._dev, self._streams
+        copy_s, compute_s, d2h_s = streams.get("copy"), streams.get("compute"), streams.get("d2h")
+        slot = self._ring[self._ring_pos % len(self._ring)]
+        self._ring_pos += 1
+        if slot.used:
+            slot.ready.synchronize()  # batches finish in order and ring > depth: normally done
+        slot.used = True
+        b = len(group)
+        h, w = group[0].shape
+        shape = (self._cfg.max_batch, h, w, 3)
+        host_in = slot.host("input", shape)
+        dev_in = slot.device_in(shape)
+        host_rows = [j for j, it in enumerate(group) if not it.on_device]
+        t0 = time.perf_counter()
+        if host_rows:
+            host_np = host_in.numpy()
+            for j in host_rows:
+                it = group[j]
+                f = it.frame.numpy() if isinstance(it.frame, torch.Tensor) else it.frame
+                np.copyto(host_np[j], f[..., ::-1] if it.bgr else f)
+        clock.add("pin", (time.perf_counter() - t0) * 1000.0)
+        with dev.use(copy_s):
+            clock.begin("upload", copy_s)
+            if len(host_rows) == b:
+                dev_in[:b].copy_(host_in[:b], non_blocking=True)
+            else:
+                for j in host_rows:
+                    dev_in[j].copy_(host_in[j], non_blocking=True)
+            clock.end("upload", copy_s)
+            slot.uploaded.record(copy_s)
+        if compute_s is not None:
+            dev.wait(compute_s, slot.uploaded)
+            if any(it.on_device and it.data is None for it in group):
+                # caller-provided device tensors: assume they were made on the default stream
+                compute_s.wait_stream(torch.cuda.default_stream(dev.device))
+        with dev.use(compute_s):
+            for j, it in enumerate(group):
+                if it.on_device:
+                    dev_in[j].copy_(it.frame.flip(-1) if it.bgr else it.frame)
+            frames = dev_in[:b]
+            out = self.seg.run_batch(frames, spec, luts, clock)
+            if _wants_device_input(group, wants):
+                out["input"] = frames  # decoded on the device: download it only when asked
+            slot.computed.record(compute_s)
+        host_out: Dict[str, Any] = {}
+        with dev.use(d2h_s):
+            if d2h_s is not None:
+                dev.wait(d2h_s, slot.computed)
+            clock.begin("download", d2h_s)
+            for k, v in out.items():
+                if not isinstance(v, torch.Tensor):  # numpy post-processing: already on the host
+                    host_out[k] = v
+                    continue
+                buf = slot.host(k, (self._cfg.max_batch,) + tuple(v.shape[1:]), v.dtype)[:b]
+                buf.copy_(v, non_blocking=True)
+                dev.record_stream(v, d2h_s)
+                host_out[k] = buf
+            clock.end("download", d2h_s)
+            slot.ready.record(d2h_s)
+        return _Batch(group, host_out, clock, ready=slot.ready, slot=slot, wants=wants)
+
+    def _finish(self, batch: _Batch) -> None:
+        try:
+            if batch.ready is not None:
+                batch.ready.synchronize()
+            stages = batch.clock.durations()
+            if batch.slot is not None:
+                # Pinned buffers are reused by a later batch: hand out copies.
+                host = {k: ([np.array(v[j].numpy()) for j in range(len(batch.items))]
+                            if isinstance(v, torch.Tensor) else list(v)) for k, v in batch.outputs.items()}
+            else:
+                t0 = time.perf_counter()
+                host = to_numpy_outputs(batch.outputs, len(batch.items))
+                if self._dev.is_cuda:
+                    stages["download"] = stages.get("download", 0.0) + (time.perf_counter() - t0) * 1000.0
+        except Exception as exc:  # noqa: BLE001 - reported per frame
+            self._fail(batch.items, exc)
+            return
+        self._stage_window.add(stages)
+        self._batch_sizes.append(len(batch.items))
+        for j, it in enumerate(batch.items):
+            want = batch.wants[j]
+            now = time.perf_counter()
+            timings = dict(stages)
+            timings["queue"] = (batch.t_launch - it.t_submit) * 1000.0
+            timings["decode"] = it.decode_ms
+
+            def pick(name: str) -> Optional[np.ndarray]:
+                return host[name][j] if name in want and name in host else None
+
+            if it.on_device:
+                inp = host["input"][j] if "input" in want and "input" in host else None
+            else:
+                inp = rgb_view(it.frame, it.bgr)  # a view of the caller's array: free
+            result = FrameResult(
+                stamp=it.stamp, source_id=it.source_id, context=it.context, labels=host["labels"][j],
+                color=pick("color"), overlay=pick("overlay"), drivable=pick("drivable"),
+                confidence=pick("confidence"), input=inp, timings=timings,
+                latency_ms=(now - it.t_submit) * 1000.0)
+            self._deliver(it, result)
+
+    def _deliver(self, it: _Item, result: FrameResult) -> None:
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except Exception as exc:  # noqa: BLE001 - a user callback must not kill the worker
+                with self._lock:
+                    self._callback_errors += 1
+                self._log_rate_limited("callback", "on_result raised %s", exc)
+        with self._lock:
+            src = self._source(it.source_id)
+            for s in (src, self._total):
+                s.processed += 1
+                s.latency.add(result.latency_ms)
+                s.done_times.append(time.perf_counter())
+            self._done_one()
+
+    def _done_one(self) -> None:  # lock held
+        self._outstanding -= 1
+        if self._outstanding <= 0:
+            self._idle.notify_all()
+
+    def _fail(self, items: Sequence[_Item], exc: BaseException) -> None:
+        kind = classify_error(exc)
+        if kind == "oom" and self._dev.is_cuda:
+            torch.cuda.empty_cache()
+        self._log_rate_limited(kind, "frame dropped (%s): %s", kind, exc)
+        for it in items:
+            if self.on_error is not None:
+                try:
+                    self.on_error(FrameError(it.stamp, it.source_id, it.context, exc, kind))
+                except Exception as cb_exc:  # noqa: BLE001
+                    with self._lock:
+                        self._callback_errors += 1
+                    self._log_rate_limited("callback", "on_error raised %s", cb_exc)
+            with self._lock:
+                self._source(it.source_id).failed += 1
+                self._total.failed += 1
+                self._errors[kind] += 1
+                self._done_one()
+
+    def _log_rate_limited(self, key: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last, suppressed = self._last_log.get(key, (-1e9, 0))
+            if now - last < _LOG_EVERY_S:
+                self._last_log[key] = (last, suppressed + 1)
+                return
+            self._last_log[key] = (now, 0)
+        suffix = f" ({suppressed} similar messages suppressed)" if suppressed else ""
+        log.warning(msg + suffix, *args)
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> Dict[str, Any]:
+        """A consistent snapshot of the counters, latency percentiles and stage means."""
+        with self._lock:
+            total = self._total.snapshot()
+            per_source = {sid: s.snapshot() for sid, s in self._sources.items()}
+            pending = len(self._slots) + len(self._fifo)
+            errors = dict(self._errors)
+            cb_errors = self._callback_errors
+            sizes = list(self._batch_sizes)
+        gpu_mb = None
+        if self._dev.is_cuda:
+            gpu_mb = round(torch.cuda.memory_reserved(self._dev.device) / 2 ** 20, 1)
+        return {
+            "processed": total["processed"], "dropped": total["dropped"], "failed": total["failed"],
+            "submitted": total["submitted"], "pending": pending,
+            "latency_ms": total["latency_ms"], "fps": total["fps"],
+            "stages_ms": self._stage_window.means(), "per_source": per_source,
+            "errors": errors, "callback_errors": cb_errors,
+            "batch_mean": round(float(np.mean(sizes)), 2) if sizes else None,
+            "device": str(self._dev.device), "backend": self.seg.backend,
+            "precision": self.seg.precision, "gpu_memory_mb": gpu_mb,
+        }

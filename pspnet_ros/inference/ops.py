@@ -1,0 +1,266 @@
+"""Pre- and post-processing as tensor ops that run unchanged on CUDA and CPU tensors.
+
+Every output has one exact definition, implemented twice:
+
+* ``impl="torch"``: device-agnostic torch ops - what runs on the GPU, and what the tests run on
+  CPU tensors to check the GPU code path;
+* ``impl="numpy"``: numpy/OpenCV for CPU tensors, bit-identical to the torch ops (checked by the
+  tests) but several times faster there, because torch's CPU kernels for uint8 gathers and
+  integer blending are slow.
+
+Definitions (B frames, K classes, output size H x W):
+
+* labels: argmax over classes, ties to the lowest index; ``upsample="logits"`` resizes the
+  logits bilinearly (align_corners=False) first, ``"labels"`` resizes the labels with
+  pixel-centre nearest neighbour: source index ``((2 i + 1) n_in) // (2 n_out)``.
+* confidence: ``round(255 * max softmax)`` as uint8.
+* color: ``palette[label]``; labels outside the palette are black.
+* overlay: ``(rgb * (256 - w) + color * w + 128) >> 8`` with ``w = round(alpha * 256)``: integer
+  maths, so CPU and GPU give the same bytes.
+* drivable: 255 where the label is a drivable class, else 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Dict, FrozenSet, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Size = Tuple[int, int]
+#: argmax by a running comparison up to this many classes (fast on CPU, exact ties).
+_LOOP_ARGMAX_MAX_K = 32
+
+
+@dataclass(frozen=True)
+class PostSpec:
+    """What to compute for one batch. outputs: subset of labels/color/overlay/drivable/
+    confidence/probs; out_size: (H, W); alpha_w: overlay weight in 0..256."""
+
+    outputs: FrozenSet[str]
+    out_size: Size
+    upsample: str = "logits"
+    alpha_w: int = 128
+
+
+def alpha_weight(alpha: float) -> int:
+    """Overlay weight in 1/256 steps (0..256)."""
+    return int(round(float(alpha) * 256))
+
+
+class Luts:
+    """Palette and drivable lookup tables (256 entries, so any uint8 label indexes safely)."""
+
+    def __init__(self, palette: np.ndarray, drivable_ids: Sequence[int], device: torch.device):
+        color = np.zeros((256, 3), np.uint8)
+        color[: len(palette)] = np.asarray(palette, np.uint8)
+        drivable = np.zeros(256, np.uint8)
+        drivable[list(drivable_ids)] = 255
+        self.color_np, self.drivable_np = color, drivable
+        self.color = torch.from_numpy(color).to(device)
+        self.drivable = torch.from_numpy(drivable).to(device)
+        self.drivable_ids = tuple(int(i) for i in drivable_ids)
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+def preprocess(frames: torch.Tensor, size: Size, mean255: torch.Tensor, inv_std255: torch.Tensor,
+               channels_last: bool = False, keep_resized: bool = False
+               ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(B, H, W, 3) uint8 RGB -> (B, 3, h, w) float32 normalized network input.
+
+    ``mean255``/``inv_std255``: (1, 3, 1, 1) float tensors (mean * 255, 1 / (std * 255)).
+    Bilinear resize (align_corners=False, no antialias - the OpenCV INTER_LINEAR convention) on
+    the float frame, so nothing is rounded before normalization. With ``keep_resized`` also
+    returns the resized frame as (B, h, w, 3) uint8 (the overlay base at network resolution).
+    """
+    # permute is a view: the data stays HWC, i.e. a channels_last NCHW tensor, which the
+    # float conversion and the bilinear kernel keep (no transposing copy).
+    x = frames.permute(0, 3, 1, 2).float()
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    resized = None
+    if keep_resized:
+        resized = x.round().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    x = x.sub_(mean255).mul_(inv_std255)  # x is a fresh float tensor: in place is safe
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt), resized
+
+
+# ----------------------------------------------------------------------------- torch post ops
+
+def argmax_labels(logits: torch.Tensor) -> torch.Tensor:
+    """(B, K, h, w) -> (B, h, w) uint8, ties to the lowest class index."""
+    k = logits.shape[1]
+    if logits.device.type == "cuda" or k > _LOOP_ARGMAX_MAX_K:
+        return logits.argmax(1).to(torch.uint8)
+    # On CPU, torch's argmax over a short, strided class dim is ~100x slower than K
+    # elementwise passes; strict '>' keeps the first maximum like torch/numpy argmax.
+    best = logits[:, 0]
+    labels = torch.zeros(best.shape, dtype=torch.uint8, device=logits.device)
+    for c in range(1, k):
+        lc = logits[:, c]
+        labels.masked_fill_(lc > best, c)
+        best = torch.maximum(best, lc)
+    return labels
+
+
+def confidence_u8(logits: torch.Tensor) -> torch.Tensor:
+    """(B, K, h, w) logits -> (B, h, w) uint8 round(255 * max softmax)."""
+    return logits.float().softmax(1).amax(1).mul_(255).round_().to(torch.uint8)
+
+
+@lru_cache(maxsize=64)
+def nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """Pixel-centre nearest source index for each of ``n_out`` outputs (exact integer maths)."""
+    return ((2 * np.arange(n_out, dtype=np.int64) + 1) * n_in) // (2 * n_out)
+
+
+_index_cache: Dict[Tuple[int, int, str], torch.Tensor] = {}
+
+
+def _nearest_index_t(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    key = (n_in, n_out, str(device))
+    idx = _index_cache.get(key)
+    if idx is None:
+        idx = torch.from_numpy(nearest_index(n_in, n_out)).to(device)
+        if len(_index_cache) > 64:
+            _index_cache.clear()
+        _index_cache[key] = idx
+    return idx
+
+
+def resize_nearest(x: torch.Tensor, size: Size) -> torch.Tensor:
+    """(B, h, w) -> (B, H, W), pixel-centre nearest neighbour (any dtype)."""
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    rows = _nearest_index_t(h, size[0], x.device)
+    cols = _nearest_index_t(w, size[1], x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def colorize(labels: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) uint8 -> (B, H, W, 3) uint8 via a (256, 3) lookup table."""
+    return lut[labels.long()]
+
+
+def blend(rgb: torch.Tensor, color: torch.Tensor, alpha_w: int) -> torch.Tensor:
+    """Integer alpha blend of two uint8 images of equal shape (see module docstring)."""
+    if alpha_w <= 0:
+        return rgb.clone()
+    if alpha_w >= 256:
+        return color.clone()
+    out = rgb.to(torch.int32).mul_(256 - alpha_w).add_(color.to(torch.int32), alpha=alpha_w)
+    return out.add_(128).bitwise_right_shift_(8).to(torch.uint8)
+
+
+def drivable_mask(labels: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) uint8 -> (B, H, W) uint8 0/255 via a (256,) lookup table."""
+    return lut[labels.long()]
+
+
+# ----------------------------------------------------------------------------- numpy post ops
+
+def colorize_np(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    return np.take(lut, labels, axis=0)
+
+
+def blend_np(rgb: np.ndarray, color: np.ndarray, alpha_w: int) -> np.ndarray:
+    import cv2
+
+    if alpha_w <= 0:
+        return np.array(rgb, copy=True)
+    if alpha_w >= 256:
+        return np.array(color, copy=True)
+    # The weights are multiples of 1/256 and the offset 1/512, so every intermediate is exact
+    # in float32 and OpenCV's round-to-nearest equals the integer formula's floor(x + 1/2)
+    # (checked for all byte pairs and weights in the tests).
+    return cv2.addWeighted(np.ascontiguousarray(rgb), (256 - alpha_w) / 256.0,
+                           np.ascontiguousarray(color), alpha_w / 256.0, 1.0 / 512.0)
+
+
+def drivable_np(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    return np.take(lut, labels)
+
+
+def resize_nearest_np(x: np.ndarray, size: Size) -> np.ndarray:
+    """(h, w) -> (H, W) like :func:`resize_nearest`."""
+    h, w = x.shape[:2]
+    if (h, w) == tuple(size):
+        return x
+    return np.take(np.take(x, nearest_index(h, size[0]), axis=0), nearest_index(w, size[1]), axis=1)
+
+
+# ----------------------------------------------------------------------------- postprocess
+
+def postprocess(logits: torch.Tensor, rgb: Optional[torch.Tensor], spec: PostSpec, luts: Luts,
+                impl: str = "torch") -> Dict[str, object]:
+    """Logits at the inference size -> outputs at ``spec.out_size``.
+
+    logits: (B, K, h, w) float (any float dtype). rgb: (B, H, W, 3) uint8 at the output size
+    (needed for ``overlay``). Returns a dict of (B, ...) uint8 tensors (``impl="torch"``) or of
+    lists of B numpy arrays (``impl="numpy"``, CPU only); ``probs`` is (B, K, H, W) float32.
+    """
+    want = spec.outputs
+    logits = logits.float()
+    out_size = tuple(spec.out_size)
+    need_up = tuple(logits.shape[-2:]) != out_size
+    res: Dict[str, object] = {}
+    if spec.upsample == "logits" or "probs" in want:
+        up = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False) if need_up else logits
+    if spec.upsample == "logits":
+        labels = argmax_labels(up)
+        if "confidence" in want:
+            res["confidence"] = confidence_u8(up)
+    else:
+        labels = argmax_labels(logits)
+        if "confidence" in want:
+            conf = confidence_u8(logits)
+            res["confidence"] = resize_nearest(conf, out_size) if impl == "torch" else conf
+    if "probs" in want:
+        res["probs"] = up.softmax(1)
+
+    if impl == "torch":
+        if spec.upsample == "labels":
+            labels = resize_nearest(labels, out_size)
+        res["labels"] = labels
+        if "color" in want or "overlay" in want:
+            color = colorize(labels, luts.color)
+            if "color" in want:
+                res["color"] = color
+            if "overlay" in want:
+                res["overlay"] = blend(rgb, color, spec.alpha_w)
+        if "drivable" in want:
+            res["drivable"] = drivable_mask(labels, luts.drivable)
+        return res
+
+    if impl != "numpy":
+        raise ValueError(f"impl must be torch or numpy, got {impl!r}")
+    lab_np = labels.numpy()
+    conf_np = res["confidence"].numpy() if "confidence" in res else None
+    rgb_np = rgb.numpy() if rgb is not None and "overlay" in want else None
+    out: Dict[str, list] = {k: [] for k in want if k in ("labels", "color", "overlay", "drivable", "confidence")}
+    out["labels"] = []
+    for b in range(lab_np.shape[0]):
+        lab = lab_np[b]
+        if spec.upsample == "labels":
+            lab = resize_nearest_np(lab, out_size)
+        out["labels"].append(lab)
+        if conf_np is not None:
+            c = conf_np[b]
+            out["confidence"].append(resize_nearest_np(c, out_size) if spec.upsample == "labels" else c)
+        if "color" in want or "overlay" in want:
+            color = colorize_np(lab, luts.color_np)
+            if "color" in want:
+                out["color"].append(color)
+            if "overlay" in want:
+                out["overlay"].append(blend_np(rgb_np[b], color, spec.alpha_w))
+        if "drivable" in want:
+            out["drivable"].append(drivable_np(lab, luts.drivable_np))
+    if "probs" in res:
+        out["probs"] = res["probs"]
+    return out
