@@ -78,6 +78,9 @@ def default_engine_factory(p: node_params.NodeParams, on_result: Callable[[Any],
     except (RuntimeError, ValueError) as exc:
         raise StartupError(f"parameter 'device': {exc}") from None
 
+    if not path.is_file():  # say so before the slow torch import
+        raise StartupError(f"parameter 'checkpoint': {CheckpointError(path, 'file does not exist')}")
+
     from ..inference import EngineConfig, RealtimeEngine, Segmenter
 
     try:
@@ -398,7 +401,7 @@ class SegmentationNode(Node):
         for cam in self._cameras:
             source = per_source.get(cam.source_id, {})
             dropped = int(source.get("dropped", stats.get("dropped", 0) if len(self._cameras) == 1 else 0) or 0)
-            window = cam.stats.window(dropped + cam.stats.counts["rejected"])
+            window = cam.stats.window(dropped)  # the engine counts refused submits as dropped too
             label = f"{fqn}: {cam.namespace}" if cam.namespace else fqn
             array.status.append(diagnostics.build_status(
                 label, f"{self._model_name}@{stats.get('device', '?')}", window, not self._enabled,
@@ -455,7 +458,13 @@ def _stamp(header: Header) -> float:
 
 
 def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = default_engine_factory) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    try:
+        rclpy.init(args=argv if argv is not None else sys.argv)
+    except RuntimeError as exc:  # rcl's RCLError: unreadable --params-file, bad --ros-args
+        # rcl has already logged its own line; add one that says what to fix, without a traceback.
+        detail = str(exc).split(", at /")[0]
+        sys.stderr.write(f"[FATAL] [{NODE_NAME}]: cannot start: {detail}\n")
+        return 2
     node: Optional[SegmentationNode] = None
     try:
         node = SegmentationNode(engine_factory=engine_factory)
