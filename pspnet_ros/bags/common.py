@@ -185,14 +185,19 @@ def scale_camera_info(msg, width: int, height: int):
                           binning_y=msg.binning_y, roi=roi)
 
 
-def class_info_json(meta: dict, model_name: str = "") -> str:
-    """Class names and palette as the node's ``segmentation/class_info`` JSON (std_msgs/String)."""
+def class_info_json(meta: dict, *, model_name: str = "", palette=None,
+                    drivable_classes: Sequence[str] = (), inference_size=None) -> str:
+    """``segmentation/class_info`` JSON (std_msgs/String), with the keys the node publishes."""
+    palette = meta.get("palette", []) if palette is None else palette
     return json.dumps({
-        "classes": list(meta.get("classes", [])),
-        "palette": [list(map(int, c)) for c in meta.get("palette", [])],
-        "drivable_classes": list(meta.get("drivable_classes", [])),
-        "dataset": meta.get("dataset", ""),
         "model": model_name,
+        "dataset": meta.get("dataset"),
+        "classes": list(meta.get("classes", [])),
+        "palette": [[int(v) for v in c] for c in palette],
+        "ignore_index": meta.get("ignore_index"),
+        "drivable_classes": list(drivable_classes or meta.get("drivable_classes", [])),
+        "inference_size": list(inference_size) if inference_size else None,
+        "labels": "mono8 image: pixel value = index into classes",
     })
 
 
