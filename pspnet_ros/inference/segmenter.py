@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -251,7 +252,11 @@ class Segmenter:
             return torch.stack(ts) if len(ts) > 1 else ts[0].unsqueeze(0)
         if len(frames) == 1 and not bgr[0] and isinstance(frames[0], np.ndarray) \
                 and frames[0].flags.c_contiguous:
-            batch = torch.from_numpy(frames[0]).unsqueeze(0)  # zero-copy
+            with warnings.catch_warnings():
+                # Read-only arrays (ROS message buffers, PIL images) are fine: nothing writes
+                # to the input batch.
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                batch = torch.from_numpy(frames[0]).unsqueeze(0)  # zero-copy
         else:
             batch = torch.from_numpy(stack_frames([f.cpu() if isinstance(f, torch.Tensor) else f
                                                    for f in frames], bgr))

@@ -1,0 +1,42 @@
+"""``pspnet export --format onnx`` and the exportable adaptive pooling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pspnet_ros.inference import export
+from pspnet_ros.inference.runners import FixedAdaptiveAvgPool2d
+
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.mark.parametrize("in_size, out_size", [((12, 39), (6, 6)), ((12, 39), (2, 2)), ((7, 5), (3, 3)),
+                                               ((4, 4), (6, 6)), ((9, 13), (1, 1))])
+def test_fixed_adaptive_pool_equals_adaptive_avg_pool(in_size, out_size):
+    x = torch.randn(2, 3, *in_size)
+    torch.testing.assert_close(FixedAdaptiveAvgPool2d(out_size, in_size)(x), F.adaptive_avg_pool2d(x, out_size))
+
+
+def test_export_writes_onnx_with_metadata_and_passes_the_parity_check(tmp_path, tiny_checkpoint, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "m.onnx"
+    rc = export.main(["--checkpoint", str(tiny_checkpoint), "--size", "32x96", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "onnxruntime parity" in text and "labels equal" in text
+    model = onnx.load(str(out))
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["pspnet_meta"])
+    assert meta["classes"] == ["not_road", "road"] and meta["input_size"] == [32, 96]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (logits,) = sess.run(None, {"input": np.zeros((2, 3, 32, 96), np.float32)})
+    assert logits.shape == (2, 2, 32, 96)
+
+
+def test_export_reports_a_missing_checkpoint(tmp_path, capsys):
+    rc = export.main(["--checkpoint", str(tmp_path / "nope.pt")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
