@@ -101,6 +101,13 @@ class MobileNetV3Backbone(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         features = mobilenet_v3_large(weights=None, dilated=True).features
+        # torchvision builds MobileNetV3 with BatchNorm momentum 0.01 (tuned for long ImageNet
+        # runs). Trained from scratch for a few thousand iterations, the running statistics then
+        # lag far behind the weights and eval-mode outputs collapse to one class; 0.1 (the
+        # PyTorch default, as in the ResNets) tracks them.
+        for m in features.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.1
         # Stage ends are the blocks just before a stride-2 ("_is_cn") block.
         stage_idx = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)]
         stage_idx.append(len(features) - 1)

@@ -139,3 +139,10 @@ def test_build_model_by_name():
     with pytest.raises(ValueError, match="ResNet"):
         build_simple_segnet(num_classes=3, backbone="mobilenetv3_large")
     assert isinstance(build_model("simple_segnet", num_classes=3), torch.nn.Module)
+
+
+def test_light_backbone_batchnorm_tracks_statistics():
+    # momentum 0.01 (torchvision's ImageNet setting) made from-scratch models collapse in eval mode
+    bb = build_backbone("mobilenetv3_large", output_stride=16)
+    moms = {m.momentum for m in bb.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert moms == {0.1}
