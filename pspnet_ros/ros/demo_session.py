@@ -1,0 +1,253 @@
+"""The ROS half of ``make demo``: node process + replay + recorder over real DDS.
+
+``run_session`` starts ``segmentation_node`` as its own process with a parameter file, replays a
+bag to it with a reliable publisher (and /clock, the node runs on sim time), records every output
+in this process and stops the node. It returns what it saw; ``pspnet_ros.demo`` turns that into
+pictures and numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from pspnet_ros.ros.replay import Replayer
+
+LOGGER = logging.getLogger(__name__)
+
+OUTPUTS = ("labels", "color", "overlay", "drivable")
+NODE_NAME = "segmentation_node"
+
+
+class SessionError(RuntimeError):
+    """The pipeline could not run; the message says what happened (node log excerpt included)."""
+
+
+@dataclass
+class SessionResult:
+    outputs: Dict[int, Dict[str, np.ndarray]] = field(default_factory=dict)  # stamp -> kind -> px
+    received: Dict[int, Dict[str, float]] = field(default_factory=dict)  # stamp -> kind -> wall
+    published: Dict[int, float] = field(default_factory=dict)  # image stamp -> wall time sent
+    frame_ids: Dict[int, str] = field(default_factory=dict)
+    class_info: Optional[str] = None
+    diagnostics: Dict[str, str] = field(default_factory=dict)  # last status of the node
+    startup_s: float = 0.0
+    replay_s: float = 0.0
+    node_returncode: Optional[int] = None
+    node_log: Optional[Path] = None
+
+
+def _stamp(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _pixels(msg) -> np.ndarray:
+    from pspnet_ros.image_codec import decode_image
+
+    if msg.encoding == "mono8":
+        step = msg.step
+        data = np.frombuffer(msg.data, np.uint8).reshape(msg.height, step)[:, : msg.width]
+        return data.copy()
+    img = decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian, msg.data)
+    arr = img.array[..., ::-1] if img.bgr else img.array
+    return np.ascontiguousarray(arr)
+
+
+def node_command(params_file: Path, image_topic: str, info_topic: str) -> List[str]:
+    """The node as a user runs it: the installed console script, else ``python -m``."""
+    exe = Path(sys.executable).parent / "segmentation_node"
+    cmd = [str(exe)] if exe.is_file() and os.access(exe, os.X_OK) else \
+        [sys.executable, "-m", "pspnet_ros.ros.node"]
+    return cmd + ["--ros-args", "--params-file", str(params_file), "-r", f"image:={image_topic}",
+                  "-r", f"camera_info:={info_topic}"]
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, rate: float = 1.0,
+                image_topic: str = "/camera/image_raw", info_topic: str = "/camera/camera_info",
+                startup_timeout: float = 300.0, idle_timeout: float = 10.0) -> SessionResult:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    res = SessionResult(node_log=workdir / "node.log")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+    # Our own participant must use the same discovery range (read when it is created).
+    saved_range = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    if saved_range is None:
+        os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
+    else:
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = saved_range
+    node = rclpy.create_node("pspnet_demo", context=context)
+    lock = threading.Lock()
+    last_output = [time.monotonic()]
+
+    def on_output(kind):
+        def callback(msg):
+            now_wall, stamp = time.time(), _stamp(msg.header)
+            px = _pixels(msg)
+            with lock:
+                res.outputs.setdefault(stamp, {})[kind] = px
+                res.received.setdefault(stamp, {})[kind] = now_wall
+                res.frame_ids[stamp] = msg.header.frame_id
+                last_output[0] = time.monotonic()
+        return callback
+
+    def on_class_info(msg):
+        res.class_info = msg.data
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            if "segmentation" in status.name or "pspnet" in status.name:
+                res.diagnostics = {kv.key: kv.value for kv in status.values}
+                level = status.level
+                res.diagnostics["level"] = str(ord(level) if isinstance(level, bytes) else level)
+                res.diagnostics["message"] = status.message
+
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    subs = [node.create_subscription(Image, f"/segmentation/{k}", on_output(k), reliable)
+            for k in OUTPUTS]
+    node.create_subscription(String, "/segmentation/class_info", on_class_info,
+                             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=_spin, args=(executor, context), daemon=True)
+    spinner.start()
+
+    def on_publish(topic, bag_ns, wall):
+        if topic == image_topic:
+            res.published[bag_ns] = wall
+
+    replayer = Replayer(node, bag, rate=rate, clock_hz=40.0, on_publish=on_publish,
+                        topics=[image_topic, info_topic])
+    log = open(res.node_log, "w")
+    cmd = node_command(params_file, image_topic, info_topic)
+    LOGGER.info("starting the node: %s", " ".join(cmd))
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # Ready = the node's input matched our reliable publisher, its outputs matched our
+        # subscriptions, and class_info (published once the model is loaded) arrived.
+        image_pub = replayer.topics[image_topic].publisher
+        while not (res.class_info is not None and image_pub.get_subscription_count() > 0
+                   and all(s.get_publisher_count() > 0 for s in subs)):
+            if proc.poll() is not None:
+                raise SessionError(f"segmentation_node exited with code {proc.returncode} before "
+                                   f"it was ready; last lines of {res.node_log}:\n"
+                                   f"{_tail(res.node_log)}")
+            if time.monotonic() - t0 > startup_timeout:
+                raise SessionError(f"segmentation_node not ready after {startup_timeout:.0f} s; "
+                                   f"last lines of {res.node_log}:\n{_tail(res.node_log)}")
+            time.sleep(0.05)
+        # The node takes frames from a keep-last-1 queue once it spins: a frame sent while it
+        # still sets up would be replaced by the next one. A service answer proves it spins.
+        _wait_spinning(node, proc, res.node_log, startup_timeout - (time.monotonic() - t0))
+        # Discovery is two-sided: give the node's side a moment to see our subscriptions, or it
+        # would skip computing outputs nobody (yet) listens to.
+        time.sleep(0.5)
+        res.startup_s = time.monotonic() - t0
+        LOGGER.info("node ready after %.1f s; replaying %s at x%g", res.startup_s, bag, rate)
+        t1 = time.monotonic()
+        replayer.run()
+        res.replay_s = time.monotonic() - t1
+        last_output[0] = max(last_output[0], time.monotonic())
+        # The node runs on the bag's clock: keep it ticking past the bag's end (as a longer
+        # recording would) so its timers - diagnostics - go on while the last frames finish.
+        bag_end, t_end = replayer.end_ns, time.monotonic()
+
+        def tick() -> None:
+            replayer.publish_clock(bag_end + int((time.monotonic() - t_end) * 1e9))
+
+        # Wait for every frame's outputs, or until nothing came for idle_timeout seconds (the
+        # node drops frames it cannot keep up with: those never come).
+        while True:
+            with lock:
+                complete = all(len(res.outputs.get(s, {})) == len(OUTPUTS) for s in res.published)
+                idle = time.monotonic() - last_output[0]
+            if complete or idle > idle_timeout or proc.poll() is not None:
+                break
+            tick()
+            time.sleep(0.025)
+        settle = time.monotonic() + 2.5  # one more diagnostics period with the final counts
+        while time.monotonic() < settle and proc.poll() is None:
+            tick()
+            time.sleep(0.025)
+    finally:
+        res.node_returncode = _stop(proc)
+        log.close()
+        context.try_shutdown()
+        spinner.join(5)
+        node.destroy_node()
+    return res
+
+
+def _wait_spinning(node, proc, log: Path, timeout: float) -> None:
+    """Call the node's ``~/enable`` service (SetBool true): answered only once it spins."""
+    from std_srvs.srv import SetBool
+
+    client = node.create_client(SetBool, f"/{NODE_NAME}/enable")
+    try:
+        deadline = time.monotonic() + max(timeout, 5.0)
+        future = None
+        while True:
+            if proc.poll() is not None:
+                raise SessionError(f"segmentation_node exited with code {proc.returncode}; last "
+                                   f"lines of {log}:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise SessionError(f"segmentation_node does not answer /{NODE_NAME}/enable; last "
+                                   f"lines of {log}:\n{_tail(log)}")
+            if future is None and client.service_is_ready():
+                future = client.call_async(SetBool.Request(data=True))
+            if future is not None and future.done():
+                return
+            time.sleep(0.05)
+    finally:
+        node.destroy_client(client)
+
+
+def _spin(executor, context) -> None:
+    while context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.05)
+        except Exception:  # the context was shut down while spinning
+            if context.ok():
+                raise
+            return
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> Optional[int]:
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        LOGGER.warning("segmentation_node ignored SIGINT for %.0f s; killing it", timeout)
+        proc.kill()
+        return proc.wait()
+
