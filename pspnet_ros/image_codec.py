@@ -168,8 +168,9 @@ def _rows_view(height: int, width: int, encoding: str, step: int, is_bigendian: 
         raise InputError(f"data has {buf.size} bytes but step*height = {step}*{height} = {expected} "
                          f"({width}x{height} {encoding})")
     # Rows of `step` bytes, of which the first width*bpp are pixels: a strided view, no copy.
-    view = np.lib.stride_tricks.as_strided(buf, shape=(height, width, bpp), strides=(step, bpp, 1),
-                                           writeable=False)
+    # Writable exactly when the message buffer is (rclpy's array('B') is): torch warns on
+    # read-only arrays. Nothing here or in the engine writes to input frames.
+    view = np.lib.stride_tricks.as_strided(buf, shape=(height, width, bpp), strides=(step, bpp, 1))
     return view, bpp
 
 

@@ -146,11 +146,10 @@ class RosClient:
 
         self.rclpy = rclpy
         self.context = rclpy.Context()
-        saved = {k: os.environ.get(k) for k in (env_during_init or {})}
-        os.environ.update(env_during_init or {})
-        # Discovery range is read when the participant is created: keep it local like the node's.
-        saved.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE"))
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        # Read when the participant is created: discovery kept local like the node's (ros_env).
+        env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", **(env_during_init or {})}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             rclpy.init(context=self.context, domain_id=domain)
             self.node = rclpy.create_node(name, context=self.context)
