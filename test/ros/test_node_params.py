@@ -1,0 +1,78 @@
+"""Parameter table: descriptors, validation rules, and config/pspnet.yaml documenting every key."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("rclpy", reason="the ROS layer needs rclpy (installed by `make setup`)")
+
+from pspnet_ros.ros import params as P  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "pspnet.yaml"
+
+
+def test_every_parameter_has_a_descriptor_and_the_issue_list_is_complete():
+    names = {f.name for f in fields(P.NodeParams)}
+    assert names == set(P.default_values())
+    assert names == {"checkpoint", "device", "precision", "inference_size", "output_resolution",
+                     "overlay_alpha", "drivable_classes", "publish_color", "publish_overlay",
+                     "publish_drivable", "publish_confidence", "max_rate", "drop_policy",
+                     "input_transport", "qos_reliability", "cameras", "compile", "diagnostics_period"}
+    for name in names:
+        d = P.descriptor(name)
+        assert d.description and d.name == name
+        assert d.read_only == (name not in P.RUNTIME), name
+    assert P.descriptor("overlay_alpha").floating_point_range[0].to_value == 1.0
+    assert "latest" in P.descriptor("drop_policy").additional_constraints
+
+
+def test_config_file_documents_every_parameter_with_its_default():
+    text = CONFIG.read_text()
+    values = yaml.safe_load(text)["/**"]["ros__parameters"]
+    assert values == P.default_values()
+    lines = text.splitlines()
+    for name in values:
+        i = next(k for k, line in enumerate(lines) if line.strip().startswith(f"{name}:"))
+        assert lines[i - 1].strip().startswith("#"), f"{name} has no comment above it"
+    assert P.params_from_values(values) == P.NodeParams()
+
+
+@pytest.mark.parametrize("name,value,fragment", [
+    ("overlay_alpha", 1.2, "between 0.0 and 1.0"),
+    ("max_rate", -1.0, "between 0.0 and 1000.0"),
+    ("precision", "int8", "one of: fp32, fp16, bf16"),
+    ("device", "gpu", "cuda:N"),
+    ("inference_size", [96], "[height, width]"),
+    ("inference_size", [8, 8], "between 16 and 8192"),
+    ("cameras", ["front", "9rear"], "not a valid ROS namespace"),
+    ("cameras", ["a", "a/"], "more than once"),
+    ("checkpoint", "  ", "empty"),
+])
+def test_invalid_values_name_the_parameter_and_the_rule(name, value, fragment):
+    with pytest.raises(P.ParameterError) as info:
+        P.params_from_values({name: value})
+    assert name in str(info.value) and fragment in str(info.value)
+
+
+def test_normalization():
+    p = P.params_from_values({"inference_size": [188, 621], "cameras": ["front/", "/rear", ""],
+                              "drivable_classes": ["", "road"]})
+    assert p.inference_size == (188, 621)
+    assert p.cameras == ("front", "/rear")
+    assert p.drivable_classes == ("road",)
+    # An empty YAML list arrives as "not set" (None): same as the default.
+    assert P.params_from_values({"cameras": None, "drivable_classes": None}) == P.NodeParams()
+
+
+def test_runtime_changes_are_validated_and_restricted():
+    p = P.NodeParams()
+    reason, q = P.check_runtime_change(p, "overlay_alpha", 0.25)
+    assert reason is None and q.overlay_alpha == 0.25
+    reason, q = P.check_runtime_change(p, "max_rate", 5000.0)
+    assert "max_rate" in reason and q is p
+    reason, _ = P.check_runtime_change(p, "checkpoint", "other.pt")
+    assert "read-only" in reason
