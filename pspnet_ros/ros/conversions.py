@@ -21,6 +21,32 @@ def image_to_numpy(msg: Image) -> DecodedImage:
     return decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian, msg.data)
 
 
+def check_header(header: Header) -> None:
+    """Refuse headers that outputs cannot carry usefully (every output copies the input header).
+
+    A negative or non-normalized stamp cannot be represented as a ROS time (rclcpp::Time
+    throws on it downstream); a zero stamp or an empty frame_id leaves the outputs impossible to
+    match with the image, TF or other sensors. Drivers must set both (``ros2 topic pub`` with an
+    empty header is the usual cause).
+
+    Raises:
+        InputError: with the field and what to do.
+    """
+    sec, nanosec = header.stamp.sec, header.stamp.nanosec
+    if sec < 0:
+        raise InputError(f"negative stamp {sec}.{nanosec:09d}: header.stamp must be a time since the epoch "
+                         "(or since the simulation started)")
+    if nanosec >= 1_000_000_000:
+        raise InputError(f"stamp nanosec {nanosec} is not below 1e9 (stamp not normalized): carry whole "
+                         "seconds into stamp.sec")
+    if sec == 0 and nanosec == 0:
+        raise InputError("no stamp (header.stamp is 0): the camera driver must stamp each frame with its "
+                         "capture time; outputs carry the input stamp")
+    if not header.frame_id:
+        raise InputError("empty header.frame_id: the camera driver must name the camera's frame; outputs "
+                         "carry the input frame_id")
+
+
 def numpy_to_image(array: np.ndarray, encoding: Optional[str], header: Header) -> Image:
     """An Image message with ``header`` (shared, not copied) and one copy of the pixels."""
     f = encode_image(array, encoding)

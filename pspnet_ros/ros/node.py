@@ -31,7 +31,9 @@ from std_srvs.srv import SetBool
 
 from ..errors import InputError
 from . import diagnostics, params as node_params, qos
-from .conversions import compressed_format, image_to_numpy, numpy_to_image, scale_camera_info
+from .conversions import check_header, compressed_format, image_to_numpy, numpy_to_image, scale_camera_info
+from .faults import fault_hook_from_env
+from .log_throttle import KindThrottle, problem_kind
 
 NODE_NAME = "segmentation_node"
 # (engine output name, published encoding)
@@ -40,6 +42,7 @@ OUTPUTS: Tuple[Tuple[str, str], ...] = (("labels", "mono8"), ("color", "rgb8"), 
 TOGGLES = {"color": "publish_color", "overlay": "publish_overlay", "drivable": "publish_drivable",
            "confidence": "publish_confidence"}
 QOS_CHECK_PERIOD_S = 0.5
+BAD_INPUT_LOG_PERIOD_S = 5.0  # one log line per kind of bad frame per period
 
 
 class StartupError(RuntimeError):
@@ -96,7 +99,8 @@ def default_engine_factory(p: node_params.NodeParams, on_result: Callable[[Any],
                        outputs=frozenset(("labels",) + tuple(k for k, t in TOGGLES.items()
                                                              if getattr(p, t))),
                        compile=p.compile)
-    return seg, RealtimeEngine(seg, cfg, on_result=on_result, on_error=on_error)
+    return seg, RealtimeEngine(seg, cfg, on_result=on_result, on_error=on_error,
+                               fault_hook=fault_hook_from_env())  # None unless a test sets it
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class SegmentationNode(Node):
         super().__init__(node_name, **node_kwargs)
         self._engine: Any = None
         self._closing = False
+        self._bad_log = KindThrottle(BAD_INPUT_LOG_PERIOD_S)
         try:
             self._setup(engine_factory)
         except BaseException:
@@ -282,15 +287,21 @@ class SegmentationNode(Node):
 
     def _bad_input(self, cam: Camera, header: Header, exc: Exception) -> None:
         cam.stats.count("bad_input", error=str(exc))
+        # Throttled per kind of problem (not per call site), so one kind cannot hide another.
+        suppressed = self._bad_log.allow((cam.index, problem_kind(str(exc))))
+        if suppressed is None:
+            return
+        more = f" ({suppressed} more like it since the last such line)" if suppressed else ""
         self.get_logger().warning(
             f"{cam.input_topic}: dropped frame (stamp {header.stamp.sec}.{header.stamp.nanosec:09d}, "
-            f"frame_id '{header.frame_id}'): {exc}", throttle_duration_sec=5.0)
+            f"frame_id '{header.frame_id}'): {exc}{more}")
 
     def _on_image(self, cam: Camera, msg: Image) -> None:
         outputs = self._admit(cam)
         if outputs is None:
             return
         try:
+            check_header(msg.header)
             frame = image_to_numpy(msg)
         except InputError as exc:
             self._bad_input(cam, msg.header, exc)
@@ -304,6 +315,7 @@ class SegmentationNode(Node):
         if outputs is None:
             return
         try:
+            check_header(msg.header)
             fmt = compressed_format(msg)
         except InputError as exc:
             self._bad_input(cam, msg.header, exc)
