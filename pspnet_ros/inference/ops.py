@@ -60,6 +60,10 @@ class Luts:
         drivable = np.zeros(256, np.uint8)
         drivable[list(drivable_ids)] = 255
         self.color_np, self.drivable_np = color, drivable
+        # RGB packed little-endian into one uint32 per class: a 1-D gather plus OpenCV's
+        # RGBA->RGB is ~2x faster on CPU than gathering (256, 3) rows.
+        self.color_packed = (color[:, 0].astype("<u4") | color[:, 1].astype("<u4") << 8
+                             | color[:, 2].astype("<u4") << 16)
         self.color = torch.from_numpy(color).to(device)
         self.drivable = torch.from_numpy(drivable).to(device)
         self.drivable_ids = tuple(int(i) for i in drivable_ids)
@@ -97,6 +101,8 @@ def argmax_labels(logits: torch.Tensor) -> torch.Tensor:
     k = logits.shape[1]
     if logits.device.type == "cuda" or k > _LOOP_ARGMAX_MAX_K:
         return logits.argmax(1).to(torch.uint8)
+    if k == 2:  # the common road/not-road case: one comparison (a tie gives 0, like argmax)
+        return (logits[:, 1] > logits[:, 0]).to(torch.uint8)
     # On CPU, torch's argmax over a short, strided class dim is ~100x slower than K
     # elementwise passes; strict '>' keeps the first maximum like torch/numpy argmax.
     best = logits[:, 0]
@@ -165,8 +171,14 @@ def drivable_mask(labels: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- numpy post ops
 
-def colorize_np(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    return np.take(lut, labels, axis=0)
+def colorize_np(labels: np.ndarray, lut: np.ndarray, packed: Optional[np.ndarray] = None) -> np.ndarray:
+    """(H, W) uint8 -> (H, W, 3) uint8; ``packed`` is ``Luts.color_packed`` (faster)."""
+    if packed is None or labels.ndim != 2:
+        return np.take(lut, labels, axis=0)
+    import cv2
+
+    rgba = np.take(packed, labels).view(np.uint8).reshape(labels.shape + (4,))
+    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
 
 
 def blend_np(rgb: np.ndarray, color: np.ndarray, alpha_w: int) -> np.ndarray:
@@ -184,6 +196,10 @@ def blend_np(rgb: np.ndarray, color: np.ndarray, alpha_w: int) -> np.ndarray:
 
 
 def drivable_np(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if labels.ndim == 2 and labels.dtype == np.uint8 and labels.size:
+        return cv2.LUT(labels, lut)  # same table, ~2x faster than np.take
     return np.take(lut, labels)
 
 
@@ -254,7 +270,7 @@ def postprocess(logits: torch.Tensor, rgb: Optional[torch.Tensor], spec: PostSpe
             c = conf_np[b]
             out["confidence"].append(resize_nearest_np(c, out_size) if spec.upsample == "labels" else c)
         if "color" in want or "overlay" in want:
-            color = colorize_np(lab, luts.color_np)
+            color = colorize_np(lab, luts.color_np, luts.color_packed)
             if "color" in want:
                 out["color"].append(color)
             if "overlay" in want:

@@ -217,6 +217,10 @@ def ort_session(onnx_bytes: bytes, num_threads: int):
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    # No busy-waiting between ops: on a CPU shared with the rest of a robot (or a training
+    # run) spinning threads cost more than they save (measured here under load: 2 threads
+    # 77.7 ms/frame spinning vs 54.8 ms without, MobileNetV3 PSPNet at 188x621).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
 
 

@@ -30,6 +30,7 @@ def test_colorize_drivable_and_overlay_on_a_hand_made_label_map():
     color_t = ops.colorize(t, lut.color)[0].numpy()
     np.testing.assert_array_equal(color_t, expect_color)
     np.testing.assert_array_equal(ops.colorize_np(labels, lut.color_np), expect_color)
+    np.testing.assert_array_equal(ops.colorize_np(labels, lut.color_np, lut.color_packed), expect_color)
     np.testing.assert_array_equal(ops.drivable_mask(t, lut.drivable)[0].numpy(), expect_drivable)
     np.testing.assert_array_equal(ops.drivable_np(labels, lut.drivable_np), expect_drivable)
     w = ops.alpha_weight(0.5)
