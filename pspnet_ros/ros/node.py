@@ -377,8 +377,8 @@ class SegmentationNode(Node):
                 cam.info_publisher.publish(scale_camera_info(ctx.info, in_size, res.labels.shape[:2], ctx.header))
             except InputError as exc:
                 cam.stats.count("bad_camera_info", error=f"camera_info: {exc}")
-                self.get_logger().warning(f"{cam.prefix}camera_info not republished: {exc}",
-                                          throttle_duration_sec=10.0)
+                if self._bad_log.allow((cam.index, problem_kind(str(exc)))) is not None:
+                    self.get_logger().warning(f"{cam.prefix}camera_info not republished: {exc}")
         cam.stats.count("processed")
         stamp_ns = ctx.header.stamp.sec * 1_000_000_000 + ctx.header.stamp.nanosec
         if stamp_ns > 0:
