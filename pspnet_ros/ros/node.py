@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tup
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -185,8 +186,12 @@ class SegmentationNode(Node):
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
-        self._diag_timer = self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
-        self._qos_timer = (self.create_timer(QOS_CHECK_PERIOD_S, self._check_qos)
+        # Steady clock: with use_sim_time a paused or looping bag stops or rewinds ROS time, and
+        # diagnostics must keep coming (their rates are per wall-clock second anyway).
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diag_timer = self.create_timer(self.params.diagnostics_period, self._publish_diagnostics,
+                                             clock=steady)
+        self._qos_timer = (self.create_timer(QOS_CHECK_PERIOD_S, self._check_qos, clock=steady)
                            if self._forced is None else None)
 
         self._engine.start()
@@ -383,7 +388,10 @@ class SegmentationNode(Node):
         stamp_ns = ctx.header.stamp.sec * 1_000_000_000 + ctx.header.stamp.nanosec
         if stamp_ns > 0:
             # Node clock, so with use_sim_time this is sim now - stamp (bag replay stays meaningful).
-            cam.stats.add_latency((self.get_clock().now().nanoseconds - stamp_ns) / 1e6)
+            # Negative when /clock jumped back (a looping bag): not a latency, skipped.
+            latency_ns = self.get_clock().now().nanoseconds - stamp_ns
+            if latency_ns >= 0:
+                cam.stats.add_latency(latency_ns / 1e6)
 
     def _on_error(self, err: Any) -> None:
         """Engine worker thread: a frame could not be processed (bad data, OOM, failure)."""

@@ -9,7 +9,6 @@ and a wrapper that runs this checkout's node (colcon builds the same layout).
 from __future__ import annotations
 
 import os
-import stat
 import sys
 import tempfile
 import unittest
@@ -30,29 +29,15 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "test"))
 sys.path.insert(0, str(REPO / "test" / "ros"))
+sys.path.insert(0, str(REPO / "test" / "launch"))
 from conftest import make_tiny_checkpoint  # noqa: E402
+from pspnet_launch_helpers import make_prefix, prepend_prefix, restore_prefix  # noqa: E402
 from ros_harness import (RosClient, as_array, image_msg, reliable_qos, stamp_ns,  # noqa: E402
                          warm_up, write_params)
 
-_SAVED_PREFIX_PATH = os.environ.get("AMENT_PREFIX_PATH")
+_SAVED = {}
 DOMAIN = 1 + (os.getpid() * 7919 + zlib.crc32(__name__.encode())) % 200
 NAMESPACE = "kitti"
-
-
-def make_prefix(root: Path) -> Path:
-    """An install prefix with pspnet_ros's ament index marker and segmentation_node wrapper."""
-    index = root / "share" / "ament_index" / "resource_index" / "packages"
-    index.mkdir(parents=True)
-    (index / "pspnet_ros").write_text("")
-    (root / "share" / "pspnet_ros" / "config").mkdir(parents=True)
-    (root / "share" / "pspnet_ros" / "config" / "pspnet.yaml").write_text(
-        (REPO / "config" / "pspnet.yaml").read_text())
-    lib = root / "lib" / "pspnet_ros"
-    lib.mkdir(parents=True)
-    exe = lib / "segmentation_node"
-    exe.write_text(f'#!/bin/sh\ncd "{REPO}"\nexec "{sys.executable}" -m pspnet_ros.ros.node "$@"\n')
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return root
 
 
 @pytest.mark.launch_test
@@ -63,8 +48,7 @@ def generate_test_description():
     params = write_params(tmp / "params.yaml", {"checkpoint": str(checkpoint), "device": "cpu",
                                                 "diagnostics_period": 0.5})
     # Package lookup happens in this process (ament_index_python reads os.environ).
-    os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join(
-        p for p in (str(prefix), os.environ.get("AMENT_PREFIX_PATH", "")) if p)
+    _SAVED["prefix"] = prepend_prefix(prefix)
     node_launch = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(REPO / "launch" / "pspnet.launch.py")),
         launch_arguments={"params_file": str(params), "image_topic": "/kitti/image_raw",
@@ -118,10 +102,7 @@ class TestCleanShutdown(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         # Leave the pytest process as we found it for the test modules that follow.
-        if _SAVED_PREFIX_PATH is None:
-            os.environ.pop("AMENT_PREFIX_PATH", None)
-        else:
-            os.environ["AMENT_PREFIX_PATH"] = _SAVED_PREFIX_PATH
+        restore_prefix(_SAVED.get("prefix", ""))
 
     def test_node_exits_cleanly(self, proc_info, proc_output):
         launch_testing.asserts.assertExitCodes(proc_info)  # 0: SIGINT handled, engine stopped
