@@ -43,7 +43,7 @@ import torch
 from ..errors import InputError
 from . import ops
 from .inputs import decode_cpu, decode_jpeg_device, encoded_size, validate_frame
-from .segmenter import Segmenter, rgb_view, stack_frames, to_numpy_outputs
+from .segmenter import Segmenter, rgb_view, to_numpy_outputs
 from .timing import Device, LatencyWindow, StageClock, StageWindow
 from .types import ERROR_KINDS, EngineConfig, FrameError, FrameResult, check_outputs
 
@@ -432,6 +432,13 @@ class RealtimeEngine:
                 out["input"] = frames
             return _Batch(group, out, clock, wants=wants)
         except Exception as exc:  # noqa: BLE001 - reported per frame
+            if self._dev.is_cuda:
+                # Work enqueued before the failure may still read this ring slot: let it drain
+                # before the slot is reused.
+                try:
+                    torch.cuda.synchronize(self._dev.device)
+                except Exception:  # noqa: BLE001 - a sticky CUDA error surfaces on the next batch
+                    pass
             self._fail(group, exc)
             return None
 

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 
 log = logging.getLogger(__name__)
 

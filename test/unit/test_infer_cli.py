@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from pspnet_ros.inference import infer_cli
 from pspnet_ros.inference.media import VideoWriter, read_image, read_video, write_png
