@@ -42,7 +42,7 @@ import torch
 
 from ..errors import InputError
 from . import ops
-from .inputs import decode_cpu, decode_jpeg_device, encoded_size, validate_frame
+from .inputs import decode_cpu, decode_jpeg_device, encoded_size, jpeg_complete, validate_frame
 from .segmenter import Segmenter, rgb_view, to_numpy_outputs
 from .timing import Device, LatencyWindow, StageClock, StageWindow
 from .types import ERROR_KINDS, EngineConfig, FrameError, FrameResult, check_outputs
@@ -397,7 +397,7 @@ class RealtimeEngine:
         t0 = time.perf_counter()
         fmt, h, w = encoded_size(it.data, it.fmt, self._cfg.max_pixels)
         it.shape = (h, w)
-        if self._gpu_decode and fmt == "jpeg":
+        if self._gpu_decode and fmt == "jpeg" and jpeg_complete(it.data):
             try:
                 with self._dev.use(self._streams.get("compute")):
                     frame = decode_jpeg_device(it.data, self._dev.device)

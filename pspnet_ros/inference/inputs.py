@@ -137,6 +137,12 @@ def jpeg_size(data: bytes) -> Tuple[int, int]:
         i += seg_len
 
 
+def jpeg_complete(data: bytes) -> bool:
+    """True if the JPEG ends with an end-of-image marker (trailing padding allowed). The GPU
+    decoder only gets complete files; libjpeg on the CPU judges truncated ones itself."""
+    return data.rfind(b"\xff\xd9", max(0, len(data) - 4096)) >= 0
+
+
 def encoded_size(data: bytes, fmt: Optional[str] = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[str, int, int]:
     """Identify and measure encoded image bytes without decoding: returns (fmt, height, width).

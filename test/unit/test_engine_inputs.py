@@ -111,3 +111,9 @@ def test_corrupt_bodies_fail_in_the_decoder_with_input_error(ext):
     fmt, h, w = inputs.encoded_size(data[: len(data) // 2])  # the header survives truncation
     with pytest.raises(InputError, match=f"corrupt {fmt.upper()} data"):
         inputs.decode_cpu(data[: len(data) // 2], fmt, h, w)
+
+
+def test_jpeg_completeness_check_for_the_gpu_decoder():
+    data = encode(".jpg", IMG)
+    assert inputs.jpeg_complete(data) and inputs.jpeg_complete(data + b"\x00" * 100)
+    assert not inputs.jpeg_complete(data[:-10])
