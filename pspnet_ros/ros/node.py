@@ -12,6 +12,7 @@ Run: ``ros2 run pspnet_ros segmentation_node --ros-args --params-file config/psp
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import threading
@@ -498,6 +499,10 @@ def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = defau
         if node is not None:
             node.close()
         rclpy.try_shutdown()
+        # All that is left is interpreter teardown, whose final garbage collections walk every
+        # object torch created: 2.5-3.5 s after SIGINT/SIGTERM on a busy 2-core CPU, 0.6-0.8 s
+        # with the heap frozen (nothing needs collecting any more). Keeps exit within 2 s.
+        gc.freeze()
     return 0
 
 
