@@ -6,8 +6,9 @@ engine: :class:`RealtimeEngine` with the ``queue`` policy (nothing dropped), the
 backend/precision, GPU pre/post-processing and the CUDA stream pipeline on CUDA.
 
 Both produce labels, color, overlay and drivable at the frame size. Throughput is frames /
-wall time for ``--frames`` frames; latency is measured closed-loop (one frame in flight, as a
-camera slower than the engine sees it). Prints a table and writes JSON with ``--json``.
+wall time for ``--frames`` frames, the two alternating in ``--rounds`` chunks so a change of
+machine load affects both; latency is measured closed-loop (one frame in flight, as a camera
+slower than the engine sees it). Prints a table and writes JSON with ``--json``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda-graphs", action="store_true", help="capture CUDA graphs")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--skip-naive", action="store_true", help="engine only (ratio omitted)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternate naive and engine this many times (fair under changing load)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -133,21 +136,10 @@ def percentiles(values: List[float]) -> Dict[str, Optional[float]]:
     return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 95, 99)}
 
 
-def run_naive(naive, frames: List[np.ndarray], n: int, sync) -> Tuple[float, List[float]]:
-    for f in frames[:3]:  # warm-up (allocator, cuDNN)
-        naive(f)
-    sync()
-    times = []
-    t_start = time.perf_counter()
-    for i in range(n):
-        t0 = time.perf_counter()
-        naive(frames[i % len(frames)])
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return n / (time.perf_counter() - t_start), times
-
-
-def run_engine(seg, cfg, frames: List[np.ndarray], n: int, sources: int, latency_n: int
-               ) -> Dict[str, Any]:
+def run(naive, seg, cfg, frames: List[np.ndarray], n: int, naive_n: int, sources: int,
+        latency_n: int, rounds: int, sync) -> Dict[str, Any]:
+    """Throughput of the naive baseline and the engine, interleaved in ``rounds`` so a change
+    in machine load (shared CPUs) hits both alike; then closed-loop engine latency."""
     from . import RealtimeEngine
 
     errors: List[Any] = []
@@ -162,15 +154,33 @@ def run_engine(seg, cfg, frames: List[np.ndarray], n: int, sources: int, latency
     t0 = time.perf_counter()
     engine.start()
     warmup_s = time.perf_counter() - t0
+    naive_s, engine_s, naive_times = 0.0, 0.0, []
     try:
         for i in range(2 * cfg.max_batch * max(1, sources)):  # warm the pipeline buffers
             engine.submit(frames[i % len(frames)], i, source_id=f"cam{i % sources}")
         engine.flush()
-        t_start = time.perf_counter()
-        for i in range(n):
-            engine.submit(frames[i % len(frames)], i, source_id=f"cam{i % sources}")
-        engine.flush()
-        fps = n / (time.perf_counter() - t_start)
+        if naive is not None:
+            for f in frames[:3]:  # warm-up (allocator, cuDNN)
+                naive(f)
+            sync()
+        i_naive = i_engine = 0
+        for r in range(rounds):
+            if naive is not None:
+                todo = naive_n * (r + 1) // rounds - i_naive
+                t_start = time.perf_counter()
+                for _ in range(todo):
+                    t1 = time.perf_counter()
+                    naive(frames[i_naive % len(frames)])
+                    naive_times.append((time.perf_counter() - t1) * 1000.0)
+                    i_naive += 1
+                naive_s += time.perf_counter() - t_start
+            todo = n * (r + 1) // rounds - i_engine
+            t_start = time.perf_counter()
+            for _ in range(todo):
+                engine.submit(frames[i_engine % len(frames)], i_engine, source_id=f"cam{i_engine % sources}")
+                i_engine += 1
+            engine.flush()
+            engine_s += time.perf_counter() - t_start
         loaded = engine.stats()
         latencies, stages = [], []
         for i in range(latency_n):
@@ -185,7 +195,8 @@ def run_engine(seg, cfg, frames: List[np.ndarray], n: int, sources: int, latency
     if errors:
         raise RuntimeError(f"{len(errors)} frame(s) failed in the engine, first: {errors[0].message}")
     keys = [k for k in stages[0] if k != "queue"] if stages else []
-    return {"fps": fps, "latency": percentiles(latencies),
+    return {"fps": n / engine_s, "naive_fps": naive_n / naive_s if naive is not None else None,
+            "naive_times": naive_times, "latency": percentiles(latencies),
             "stages": {k: round(float(np.mean([s.get(k, 0.0) for s in stages])), 3) for k in keys},
             "loaded_latency": loaded["latency_ms"], "batch_mean": loaded["batch_mean"],
             "warmup_s": round(warmup_s, 2)}
@@ -241,19 +252,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"pspnet bench: {name} on {device} ({device_name(device)}, {torch.get_num_threads()} CPU threads), "
           f"inference {size[0]}x{size[1]}, frames {fs} ({source})", flush=True)
 
-    naive_fps, naive_times = None, []
-    if not args.skip_naive:
-        naive = NaiveSegmenter(model, meta, size, device)
-        naive_fps, naive_times = run_naive(naive, frames, naive_n, sync)
-        del naive
-        if cuda:
-            torch.cuda.empty_cache()
-
+    naive = None if args.skip_naive else NaiveSegmenter(model, meta, size, device)
     seg = Segmenter(model, meta, device=device, precision=precision, inference_size=size,
                     backend=args.backend, num_threads=args.threads, name=name)
     cfg = EngineConfig(drop_policy="queue", queue_size=max(8, 2 * args.max_batch), max_batch=args.max_batch,
                        upsample=args.upsample, compile=args.compile, cuda_graphs=args.cuda_graphs)
-    eng = run_engine(seg, cfg, frames, n, max(1, args.sources), latency_n)
+    eng = run(naive, seg, cfg, frames, n, naive_n, max(1, args.sources), latency_n,
+              max(1, args.rounds), sync)
+    naive_fps, naive_times = eng["naive_fps"], eng["naive_times"]
     ratio = eng["fps"] / naive_fps if naive_fps else None
 
     label_e = f"engine ({seg.backend} {precision}, batch<={args.max_batch}, {args.sources} src)"
@@ -279,7 +285,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "stages_ms": eng["stages"], "naive_latency_ms": percentiles(naive_times),
         "loaded_latency_ms": eng["loaded_latency"], "batch_mean": eng["batch_mean"],
         "precision": precision, "backend": seg.backend, "frames": n, "naive_frames": naive_n,
-        "latency_frames": latency_n, "sources": args.sources, "max_batch": args.max_batch,
+        "latency_frames": latency_n, "rounds": args.rounds, "sources": args.sources, "max_batch": args.max_batch,
         "upsample": args.upsample, "compile": args.compile, "cuda_graphs": args.cuda_graphs,
         "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
         "input": source, "warmup_s": eng["warmup_s"],
