@@ -145,7 +145,8 @@ class RealtimeEngine:
     """Runs a :class:`Segmenter` on a worker thread for frames submitted from any thread.
 
     ``on_result(FrameResult)`` and ``on_error(FrameError)`` are called on the worker thread, in
-    processing order; keep them short (hand the result to another thread for slow work).
+    processing order; keep them short (hand the result to another thread for slow work), and
+    do not ``submit`` from them with the ``queue`` policy (a full queue would wait on itself).
     ``fault_hook(frames)`` (tests) is called with the batch's frame records before each forward
     and may raise to simulate failures, e.g. ``torch.cuda.OutOfMemoryError``.
     """

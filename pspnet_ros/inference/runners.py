@@ -104,7 +104,7 @@ class TorchRunner:
         if cuda_graphs:
             if self.device.type != "cuda":
                 log.info("cuda_graphs ignored on %s", self.device)
-            else:
+            elif not set(batch_sizes) <= set(self._graphs):
                 self._capture(batch_sizes, dummy)
         if warmup:
             with torch.inference_mode():

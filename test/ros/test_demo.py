@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ def test_demo_pipeline_reduced(tmp_path, tiny_checkpoint):
                            str(out), "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
                            "--drop-policy", "queue"],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr + _log(out)
     assert "look at:" in proc.stdout and str(out / "mosaic.png") in proc.stdout
 

@@ -9,10 +9,8 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ros_harness import RosClient, domain_id_for, reliable_qos, ros_env, stamp_ns
