@@ -1,0 +1,302 @@
+"""End-to-end benchmark: real KITTI frames published at fixed rates into segmentation_node
+(a separate process, over DDS) versus the same RealtimeEngine driven in-process, in one run.
+
+    .venv/bin/python benchmarks/ros_bench.py --checkpoint auto --rates 30,200 --duration 10
+    .venv/bin/python benchmarks/ros_bench.py --checkpoint random-light --inference-size 188 621
+
+For each input rate it reports frames sent, results, throughput (results/s), dropped frames
+and latency percentiles. Latency is publish -> labels received for the node (the stamp is
+the publish time; both processes share the system clock) and submit -> on_result for the
+engine alone; the difference is what ROS adds (message conversion, DDS transport both ways,
+executor). ``random-light`` builds the shipped CPU architecture (MobileNetV3-Large PSPNet,
+head 128, 188x621) with random weights: speed does not depend on the weights.
+Only the labels output is subscribed/computed, as a planner consuming labels would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="auto",
+                   help="checkpoint .pt, 'auto' (shipped model for the device) or 'random-light'")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 (half needs CUDA)")
+    p.add_argument("--inference-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="network input size (default: the checkpoint's)")
+    p.add_argument("--rates", default="30,200", help="comma-separated input rates in Hz")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per rate and path")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds of frames before measuring")
+    p.add_argument("--frames", type=int, default=8, help="distinct KITTI val frames to cycle")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for inference in both paths (default: torch's default)")
+    p.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: from the pid)")
+    return p
+
+
+def load_frames(n: int) -> List[np.ndarray]:
+    from PIL import Image
+
+    from pspnet_ros.paths import data_root
+
+    root = data_root() / "kitti_road"
+    stems = (root / "val.txt").read_text().split()[:n]
+    # One size for every frame (KITTI varies by a few pixels), as a real camera delivers.
+    frames = [np.asarray(Image.open(root / "image_2" / f"{s}.jpg").convert("RGB")) for s in stems]
+    h = min(f.shape[0] for f in frames)
+    w = min(f.shape[1] for f in frames)
+    return [np.ascontiguousarray(f[:h, :w]) for f in frames]
+
+
+def random_light_checkpoint(path: Path) -> Path:
+    import torch
+
+    from pspnet_ros.data.classes import dataset_meta
+    from pspnet_ros.models import build_pspnet, save_checkpoint
+
+    torch.manual_seed(0)
+    kwargs = dict(num_classes=2, backbone="mobilenetv3_large", output_stride=16, head_channels=128,
+                  aux=False)
+    meta = dataset_meta("kitti_road")
+    meta.update(arch="pspnet", arch_kwargs=kwargs, input_size=[188, 621], metrics={},
+                name="random_mobilenetv3_light")
+    return save_checkpoint(path, build_pspnet(**kwargs).eval(), meta)
+
+
+def percentiles(ms: Sequence[float]) -> Dict[str, Optional[float]]:
+    if not ms:
+        return {"p50": None, "p95": None, "p99": None}
+    a = np.asarray(ms)
+    return {k: float(np.percentile(a, q)) for k, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+
+
+def paced(rate: float, seconds: float):
+    """Yield frame indices at `rate` Hz for `seconds` (sleep-paced, no catch-up bursts)."""
+    period = 1.0 / rate
+    t0 = time.perf_counter()
+    i = 0
+    while True:
+        now = time.perf_counter()
+        if now - t0 >= seconds:
+            return
+        yield i
+        i += 1
+        target = t0 + i * period
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class EnginePath:
+    """The RealtimeEngine driven in-process: submit -> on_result."""
+
+    def __init__(self, checkpoint: Path, frames, args) -> None:
+        from pspnet_ros.inference import Segmenter
+
+        self.frames, self.args = frames, args
+        self.seg = Segmenter.from_checkpoint(
+            str(checkpoint), device=args.device, precision=args.precision,
+            inference_size=tuple(args.inference_size) if args.inference_size else None,
+            num_threads=args.threads)
+
+    def measure(self, rate: float) -> Dict:
+        from pspnet_ros.inference import EngineConfig, RealtimeEngine
+
+        args, frames = self.args, self.frames
+        lat: List[float] = []
+        measuring = [False]
+        lock = threading.Lock()
+
+        def on_result(res):
+            if measuring[0]:
+                with lock:
+                    lat.append((time.perf_counter() - res.stamp) * 1000)
+
+        eng = RealtimeEngine(self.seg, EngineConfig(drop_policy="latest", outputs=frozenset({"labels"})),
+                             on_result=on_result).start()
+        for i in paced(rate, args.warmup):
+            eng.submit(frames[i % len(frames)], time.perf_counter())
+        eng.flush(timeout=30)
+        before = eng.stats()["dropped"]
+        measuring[0] = True
+        sent = 0
+        t0 = time.perf_counter()
+        for i in paced(rate, args.duration):
+            eng.submit(frames[i % len(frames)], time.perf_counter())
+            sent += 1
+        elapsed = time.perf_counter() - t0
+        eng.flush(timeout=30)
+        measuring[0] = False
+        dropped = eng.stats()["dropped"] - before
+        eng.stop()
+        return dict(path="engine alone", rate=rate, sent=sent, results=len(lat),
+                    fps=len(lat) / elapsed, dropped=dropped, **percentiles(lat))
+
+
+class NodePath:
+    """segmentation_node in its own process; this process publishes frames and takes labels."""
+
+    def __init__(self, checkpoint: Path, frames, args) -> None:
+        import array
+
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        self.args = args
+        domain = args.domain if args.domain is not None else 1 + os.getpid() % 200
+        env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+                   PYTHONUNBUFFERED="1")
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+        self.tmp = Path(tempfile.mkdtemp(prefix="ros_bench_"))
+        params = self.tmp / "params.yaml"
+        size = list(args.inference_size) if args.inference_size else [0, 0]
+        params.write_text(
+            "/**:\n  ros__parameters:\n"
+            f"    checkpoint: '{checkpoint}'\n    device: {args.device}\n    precision: {args.precision}\n"
+            f"    inference_size: {size}\n    diagnostics_period: 5.0\n")
+        self._log = open(self.tmp / "node.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pspnet_ros.ros.node", "--ros-args",
+                                      "--params-file", str(params)], cwd=REPO, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        node = rclpy.create_node("ros_bench", context=self.ctx)
+        executor = SingleThreadedExecutor(context=self.ctx)
+        executor.add_node(node)
+
+        def spin():
+            while self.ctx.ok():
+                try:
+                    executor.spin_once(timeout_sec=0.05)
+                except Exception:  # the context shut down while spinning
+                    return
+        threading.Thread(target=spin, daemon=True).start()
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # like camera drivers
+        self.pub = node.create_publisher(Image, "/image", reliable)
+        self.lat: List[float] = []
+        self.measuring = False
+        node.create_subscription(Image, "/segmentation/labels", self._on_labels, reliable)
+        self.msgs = []
+        for f in frames:
+            m = Image(height=f.shape[0], width=f.shape[1], encoding="rgb8", step=f.shape[1] * 3)
+            m.header.frame_id = "camera"
+            data = array.array("B")
+            data.frombytes(f.tobytes())
+            m.data = data
+            self.msgs.append(m)
+
+    def _on_labels(self, msg) -> None:
+        if self.measuring:
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            self.lat.append((time.time_ns() - stamp) / 1e6)
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while "serving 1 camera" not in (self.tmp / "node.log").read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("node did not start:\n" + (self.tmp / "node.log").read_text())
+            time.sleep(0.2)
+        while self.pub.get_subscription_count() == 0:
+            time.sleep(0.1)
+
+    def _publish(self, i: int) -> None:
+        m = self.msgs[i % len(self.msgs)]
+        m.header.stamp.sec, m.header.stamp.nanosec = divmod(time.time_ns(), 1_000_000_000)
+        self.pub.publish(m)
+
+    def measure(self, rate: float) -> Dict:
+        args = self.args
+        self.lat = []
+        for i in paced(rate, args.warmup):
+            self._publish(i)
+        time.sleep(1.0)
+        self.measuring = True
+        sent = 0
+        t0 = time.perf_counter()
+        for i in paced(rate, args.duration):
+            self._publish(i)
+            sent += 1
+        elapsed = time.perf_counter() - t0
+        time.sleep(1.0)  # the last frames come back
+        self.measuring = False
+        lat = list(self.lat)
+        return dict(path="node over DDS", rate=rate, sent=sent, results=len(lat), fps=len(lat) / elapsed,
+                    dropped=sent - len(lat), **percentiles(lat))
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.ctx.try_shutdown()
+        self._log.close()
+
+
+def fmt(v: Optional[float], nd: int = 1) -> str:
+    return "n/a" if v is None else f"{v:.{nd}f}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    from pspnet_ros.paths import resolve_checkpoint, resolve_device
+
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    if args.checkpoint == "random-light":
+        checkpoint = random_light_checkpoint(Path(tempfile.mkdtemp(prefix="ros_bench_")) / "random_light.pt")
+    else:
+        checkpoint = resolve_checkpoint(args.checkpoint, "kitti_road", resolve_device(args.device))
+    frames = load_frames(args.frames)
+    engine = EnginePath(checkpoint, frames, args)
+    node = NodePath(checkpoint, frames, args)
+    rows = []
+    try:
+        node.wait_ready()
+        # Interleaved per rate, so both paths see the same background load.
+        for rate in rates:
+            rows.append(engine.measure(rate))
+            rows.append(node.measure(rate))
+    finally:
+        node.close()
+    seg = engine.seg
+    engine_rows, node_rows = rows[0::2], rows[1::2]
+
+    h, w = frames[0].shape[:2]
+    print(f"\nmodel {seg.model_name} ({seg.backend}, {seg.precision}) on {seg.device}, "
+          f"inference {seg.inference_size[0]}x{seg.inference_size[1]}, frames {w}x{h} rgb8, "
+          f"outputs: labels at input size, {args.duration:g} s per row\n")
+    print("| path | input (Hz) | sent | results | throughput (fps) | dropped | p50 (ms) | p95 (ms) | p99 (ms) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['path']} | {row['rate']:g} | {row['sent']} | {row['results']} | {row['fps']:.1f} | "
+              f"{row['dropped']} | {fmt(row['p50'])} | {fmt(row['p95'])} | {fmt(row['p99'])} |")
+    print()
+    for e, n in zip(engine_rows, node_rows):
+        ratio = n["fps"] / e["fps"] if e["fps"] else float("nan")
+        extra = (n["p50"] - e["p50"]) if n["p50"] is not None and e["p50"] is not None else None
+        print(f"at {e['rate']:g} Hz: node/engine throughput {ratio:.2f}, ROS adds {fmt(extra)} ms at p50")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
