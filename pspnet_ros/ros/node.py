@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
 import sys
 import threading
 import time
@@ -84,7 +85,8 @@ def default_engine_factory(p: node_params.NodeParams, on_result: Callable[[Any],
         raise StartupError(f"parameter 'device': {exc}") from None
 
     if not path.is_file():  # say so before the slow torch import
-        raise StartupError(f"parameter 'checkpoint': {CheckpointError(path, 'file does not exist')}")
+        problem = "is not a regular file" if path.exists() else "file does not exist"
+        raise StartupError(f"parameter 'checkpoint': {CheckpointError(path, problem)}")
 
     from ..inference import EngineConfig, RealtimeEngine, Segmenter
 
@@ -479,6 +481,17 @@ def _stamp(header: Header) -> float:
 
 
 def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = default_engine_factory) -> int:
+    starting = True
+
+    def sigterm_while_starting(signum: int, frame: Any) -> None:
+        # rclpy turns SIGTERM into a context shutdown, which nothing notices while the model
+        # loads (seconds, then a traceback from the dead context); during start-up, stop the way
+        # SIGINT does. Afterwards rclpy's own handling (spin returns) applies.
+        if starting:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm_while_starting)  # installed first: rclpy chains to it
     try:
         rclpy.init(args=argv if argv is not None else sys.argv)
     except RuntimeError as exc:  # rcl's RCLError: unreadable --params-file, bad --ros-args
@@ -489,6 +502,7 @@ def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = defau
     node: Optional[SegmentationNode] = None
     try:
         node = SegmentationNode(engine_factory=engine_factory)
+        starting = False
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
