@@ -525,25 +525,33 @@ class RealtimeEngine:
         self._stage_window.add(stages)
         self._batch_sizes.append(len(batch.items))
         for j, it in enumerate(batch.items):
-            want = batch.wants[j]
-            now = time.perf_counter()
-            timings = dict(stages)
-            timings["queue"] = (batch.t_launch - it.t_submit) * 1000.0
-            timings["decode"] = it.decode_ms
-
-            def pick(name: str) -> Optional[np.ndarray]:
-                return host[name][j] if name in want and name in host else None
-
-            if it.on_device:
-                inp = host["input"][j] if "input" in want and "input" in host else None
-            else:
-                inp = rgb_view(it.frame, it.bgr)  # a view of the caller's array: free
-            result = FrameResult(
-                stamp=it.stamp, source_id=it.source_id, context=it.context, labels=host["labels"][j],
-                color=pick("color"), overlay=pick("overlay"), drivable=pick("drivable"),
-                confidence=pick("confidence"), input=inp, timings=timings,
-                latency_ms=(now - it.t_submit) * 1000.0)
+            try:
+                result = self._result(batch, host, stages, j, it)
+            except Exception as exc:  # noqa: BLE001 - every frame is accounted for
+                self._fail([it], exc)
+                continue
             self._deliver(it, result)
+
+    @staticmethod
+    def _result(batch: _Batch, host: Dict[str, List[np.ndarray]], stages: Dict[str, float],
+                j: int, it: _Item) -> FrameResult:
+        want = batch.wants[j]
+        timings = dict(stages)
+        timings["queue"] = (batch.t_launch - it.t_submit) * 1000.0
+        timings["decode"] = it.decode_ms
+
+        def pick(name: str) -> Optional[np.ndarray]:
+            return host[name][j] if name in want and name in host else None
+
+        if it.on_device:
+            inp = host["input"][j] if "input" in want and "input" in host else None
+        else:
+            inp = rgb_view(it.frame, it.bgr)  # a view of the caller's array: free
+        return FrameResult(
+            stamp=it.stamp, source_id=it.source_id, context=it.context, labels=host["labels"][j],
+            color=pick("color"), overlay=pick("overlay"), drivable=pick("drivable"),
+            confidence=pick("confidence"), input=inp, timings=timings,
+            latency_ms=(time.perf_counter() - it.t_submit) * 1000.0)
 
     def _deliver(self, it: _Item, result: FrameResult) -> None:
         if self.on_result is not None:
