@@ -44,7 +44,7 @@ def node(tmp_path_factory, domain, tiny_checkpoint):
     tmp = tmp_path_factory.mktemp("node")
     proc = NodeProcess(tmp, domain, {
         "checkpoint": str(tiny_checkpoint), "device": "cpu", "publish_confidence": True,
-        "diagnostics_period": 0.5,
+        "diagnostics_period": 0.5, "overlay_alhpa": 0.3,  # a typo the node must point out
     })
     proc.wait_for_output("serving 1 camera", timeout=120)
     yield proc
@@ -115,6 +115,10 @@ def test_every_output_carries_the_input_header_encoding_and_size(client, camera,
         assert info.header.frame_id == frame_id and (info.height, info.width) == (h, w)
         np.testing.assert_allclose(info.k, kitti_camera_info(0, "", h, w).k)  # same size: unscaled
     drop(client, subs)
+
+
+def test_unknown_parameters_are_pointed_out(node):
+    node.wait_for_output("unknown parameter 'overlay_alhpa' ignored", timeout=10)
 
 
 def test_class_info_is_latched_for_a_late_subscriber(client, camera):
@@ -218,6 +222,23 @@ def test_runtime_parameters_and_enable_service(client, camera, kitti_frames):
     assert not refused.successful and "read-only" in refused.reason
     assert set_param(client, "publish_color", True).successful
     assert set_param(client, "overlay_alpha", 0.5).successful
+
+    # max_rate caps processed frames per second: a burst at ~10 Hz under a 1 Hz cap is skipped
+    # (counted) except the first frame.
+    diag, diag_sub = client.collect(DiagnosticArray, "/diagnostics", reliable_qos(50))
+    assert set_param(client, "max_rate", 1.0).successful
+    for k in range(6):
+        send(camera, frame, T0 + 50 + k, info=False)
+        time.sleep(0.1)
+
+    def rate_limited(m):
+        s = find_status(m, NODE_FQN)
+        return s is not None and int(diag_values(s)["skipped by max_rate (total)"]) >= 1
+    diag.wait_for(rate_limited, 30, "diagnostics counting frames skipped by max_rate")
+    time.sleep(1.0)
+    assert len([m for m in labels.messages if T0 + 50 <= stamp_ns(m.header) < T0 + 56]) <= 2
+    assert set_param(client, "max_rate", 0.0).successful
+    client.node.destroy_subscription(diag_sub)
 
     # ~/enable false: frames are ignored (model stays loaded); true: processing resumes.
     resp = client.call(SetBool, f"{NODE_FQN}/enable", SetBool.Request(data=False))
