@@ -49,8 +49,10 @@ class NodeProcess:
 
     def __init__(self, tmp: Path, domain: int, params: Dict[str, Any], *, namespace: str = "",
                  env: Optional[Dict[str, str]] = None, name: str = "node",
-                 params_text: Optional[str] = None) -> None:
-        if params_text is not None:  # a hand-written (possibly broken) parameters file
+                 params_text: Optional[str] = None, params_file: Optional[Path] = None) -> None:
+        if params_file is not None:  # used as given (it may not even exist)
+            self.params_file = params_file
+        elif params_text is not None:  # a hand-written (possibly broken) parameters file
             self.params_file = tmp / f"{name}.yaml"
             self.params_file.write_text(params_text)
         else:
