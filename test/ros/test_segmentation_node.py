@@ -253,6 +253,25 @@ def test_runtime_parameters_and_enable_service(client, camera, kitti_frames):
     drop(client, subs)
 
 
+def test_frames_are_not_processed_when_nobody_subscribes(client, camera, kitti_frames):
+    diag, diag_sub = client.collect(DiagnosticArray, "/diagnostics", reliable_qos(50))
+    frame = kitti_frames[0][1][:96, :320].copy()
+
+    def skipped(m):
+        s = find_status(m, NODE_FQN)
+        return s is not None and int(diag_values(s)["skipped, no subscribers (total)"]) >= 1
+    # The earlier tests' output subscriptions are gone; once the node has noticed (discovery),
+    # frames are counted as skipped instead of being segmented.
+    deadline = time.monotonic() + 60
+    k = 0
+    while not any(skipped(m) for m in diag.messages):
+        assert time.monotonic() < deadline, "frames without subscribers were never skipped"
+        send(camera, frame, T0 + 60 + k, info=False)
+        k += 1
+        time.sleep(0.5)
+    client.node.destroy_subscription(diag_sub)
+
+
 def test_flooding_at_100hz_drops_frames_instead_of_queueing(client, camera, kitti_frames):
     frame = kitti_frames[0][1]
     subs = outputs(client, ["labels"])
