@@ -171,7 +171,6 @@ class SegmentationNode(Node):
             raise StartupError(str(exc)) from None
         for name in node_params.unknown_overrides(self):
             log.warning(f"unknown parameter '{name}' ignored (typo? see config/pspnet.yaml)")
-        self._params_lock = threading.Lock()
         self._enabled = True
 
         self._seg, self._engine = engine_factory(self.params, self._on_result, self._on_error)
