@@ -208,6 +208,7 @@ def summarize(res, inputs: Dict[int, np.ndarray], *, rate: float, checkpoint: Pa
         "frames_out": len(complete),
         "drops": len(published) - len(complete) - len(partial),
         "partial_frames": len(partial),
+        "partial_missing": {str(s): sorted(set(OUTPUTS) - set(res.outputs[s])) for s in partial},
         "input_rate_hz": rate,
         "output_fps": round(fps, 2),
         "latency_ms": pct,

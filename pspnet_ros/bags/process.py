@@ -170,7 +170,7 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
                 on_frame: Optional[Callable[[int, int], None]] = None) -> Summary:
     """Segment every frame of ``in_bag`` into ``out_bag``; see the module docstring.
 
-    ``on_frame(written, total)`` is called after each frame is written with its outputs (the progress bar uses it; a
+    ``on_frame(written, total)`` is called after each frame is written with its outputs (a
     callback that raises KeyboardInterrupt stops the run exactly like Ctrl-C).
     Raises BagError/InputError for unusable inputs; KeyboardInterrupt propagates after the
     partial bag has been closed (``Summary`` is then attached as ``exc.summary``).
@@ -186,6 +186,8 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
         raise bc.BagError("--out must differ from the input bag")
     if batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
+    if out_bag.exists() and not overwrite:  # fail before loading the model
+        raise bc.BagError(f"{out_bag} exists; pass --overwrite or choose another --out")
     ts = bc.typestore()
     reader = bc.open_reader(in_bag)
     summary = Summary(out=out_bag)
@@ -196,7 +198,9 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
         ckpt = resolve_checkpoint(checkpoint, device=dev)
         seg = Segmenter.from_checkpoint(str(ckpt), device=dev, precision=precision,
                                         inference_size=inference_size)
-        outputs = {"labels", "color", "overlay", "drivable"} | ({"confidence"} if confidence else set())
+        outputs = {"labels", "color", "overlay", "drivable"}
+        if confidence:
+            outputs.add("confidence")
         drivable = tuple(drivable_classes or seg.meta.get("drivable_classes") or ("road",))
         cfg = EngineConfig(drop_policy="queue", queue_size=max(2, 2 * batch),
                            output_resolution=output_resolution, overlay_alpha=overlay_alpha,
