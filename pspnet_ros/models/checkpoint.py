@@ -91,6 +91,9 @@ def save_checkpoint(path: PathLike, model: nn.Module, meta: Mapping[str, Any], *
     os.close(fd)
     try:
         torch.save(blob, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; checkpoints are shared files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
