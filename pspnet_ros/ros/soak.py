@@ -4,7 +4,8 @@
     pspnet soak --seconds 60 --checkpoint tiny.pt --inference-size 64x192 --json soak.json
 
 Starts the node as its own process (``python -m pspnet_ros.ros.node --ros-args --params-file``,
-on a private ROS domain, localhost only), publishes real KITTI road val frames from the data
+localhost only, in a namespace of its own on a ROS domain above the test suite's 1-200, so other
+nodes and tests on the machine neither see its frames nor feed it theirs), publishes real KITTI road val frames from the data
 root, cycled, at ``--rate`` Hz with a reliable publisher (as camera drivers do), subscribes to
 the node's outputs and /diagnostics, and every second samples the node process's resident memory
 (``VmRSS`` from /proc/<pid>/status) and GPU memory (from /diagnostics, CUDA only).
@@ -39,7 +40,7 @@ import numpy as np
 
 LOGGER = logging.getLogger(__name__)
 OUTPUTS = ("labels", "color", "overlay", "drivable")
-NODE_NAME = "/segmentation_node"
+DEFAULT_DOMAINS = range(201, 233)  # above the tests' 1..200 (ros_harness); 232 is Fast DDS's max
 
 
 class SoakError(RuntimeError):
@@ -119,6 +120,9 @@ def summarize_windows(rec: Record, duration: float, window: float) -> List[Dict[
             "sent": len(sent), "answered": len(got),
             "sent_hz": round(len(sent) / (b - a), 2), "answered_hz": round(len(got) / (b - a), 2),
             "unanswered": len(sent) - len(got),
+            # frames the node's subscription took: the rest were replaced in its keep-last-1 DDS
+            # queue before it got to them (newest frame wins there too)
+            "node_received": total(d1, "received (total)") - total(d0, "received (total)"),
             "node_dropped": total(d1, "dropped (total)") - total(d0, "dropped (total)"),
             "node_failed": total(d1, "failed (total)") - total(d0, "failed (total)"),
             "latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95),
@@ -194,7 +198,7 @@ def image_messages(frames: Sequence[np.ndarray], frame_id: str) -> List[Any]:
 # ----------------------------------------------------------------------------- node process
 
 class NodeUnderTest:
-    def __init__(self, params: Dict[str, Any], env: Dict[str, str], log_path: Path) -> None:
+    def __init__(self, params: Dict[str, Any], env: Dict[str, str], log_path: Path, namespace: str) -> None:
         import yaml
 
         self.dir = Path(tempfile.mkdtemp(prefix="pspnet_soak_"))
@@ -203,7 +207,8 @@ class NodeUnderTest:
         self.log_path = log_path
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pspnet_ros.ros.node", "--ros-args", "--params-file", str(self.params_file)],
+            [sys.executable, "-m", "pspnet_ros.ros.node", "--ros-args", "--params-file", str(self.params_file),
+             "-r", f"__ns:={namespace}"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.exit_code: Optional[int] = None
         self.stop_s: Optional[float] = None
@@ -243,7 +248,9 @@ class Soak:
 
         self.args = args
         self.rec = Record()
-        self.domain = args.domain if args.domain is not None else 100 + os.getpid() % 100
+        self.domain = args.domain if args.domain is not None else DEFAULT_DOMAINS[os.getpid() % len(DEFAULT_DOMAINS)]
+        self.namespace = f"/pspnet_soak_{os.getpid()}"
+        self.node_fqn = f"{self.namespace}/segmentation_node"  # its /diagnostics status name
         self.context = rclpy.Context()
         saved = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # read when the participant starts
@@ -258,8 +265,8 @@ class Soak:
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         deep = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)  # no losses on our side
         self.msgs = image_messages(frames, "camera")
-        self.pub = self.node.create_publisher(Image, "/image", reliable)  # like a camera driver
-        self.subs = [self.node.create_subscription(Image, f"/segmentation/{k}",
+        self.pub = self.node.create_publisher(Image, f"{self.namespace}/image", reliable)  # like a camera
+        self.subs = [self.node.create_subscription(Image, f"{self.namespace}/segmentation/{k}",
                                                    lambda m, k=k: self._on_output(k, m), deep)
                      for k in args.outputs]
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, reliable)
@@ -290,7 +297,7 @@ class Soak:
 
     def _on_diag(self, msg: Any) -> None:
         for status in msg.status:
-            if status.name == NODE_NAME:
+            if status.name == self.node_fqn:
                 with self.rec.lock:
                     self.rec.diag.append((self._now(), {kv.key: kv.value for kv in status.values}))
 
@@ -376,12 +383,13 @@ def _fmt(v: Any, nd: int = 1) -> str:
 
 def print_report(result: Dict[str, Any]) -> None:
     cmp_ = result["comparison"]
-    cols = ("window", "sent Hz", "answered Hz", "unanswered", "node drops", "failed",
+    cols = ("window", "sent Hz", "node in Hz", "answered Hz", "unanswered", "node drops", "failed",
             "lat p50 ms", "lat p95 ms", "RSS MiB", "GPU MiB")
     rows = []
     for label, r in (("start (after warm-up)", cmp_["start"]), ("end", cmp_["end"])):
+        span = r["t_end_s"] - r["t_start_s"]
         rows.append((f"{label} {r['t_start_s']:.0f}-{r['t_end_s']:.0f} s", _fmt(r["sent_hz"]),
-                     _fmt(r["answered_hz"]), str(r["unanswered"]), str(r["node_dropped"]),
+                     _fmt(r["node_received"] / span if span > 0 else None), _fmt(r["answered_hz"]), str(r["unanswered"]), str(r["node_dropped"]),
                      str(r["node_failed"]), _fmt(r["latency_p50_ms"]), _fmt(r["latency_p95_ms"]),
                      _fmt(r["rss_mb"]), _fmt(r["gpu_mb"])))
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
@@ -393,9 +401,10 @@ def print_report(result: Dict[str, Any]) -> None:
     t = result["totals"]
     print(f"\nrun: {result['duration_s']:.0f} s at {result['rate_hz']:g} Hz ({result['frame_size']} rgb8 KITTI "
           f"frames), warm-up {result['warmup_s']:g} s, model {result['model']} on {result['device']}")
-    print(f"frames: {t['sent']} sent, {t['answered']} answered ({t['answered_pct']:.1f} %), node: "
-          f"{t['node_received']} received, {t['node_processed']} processed, {t['node_dropped']} dropped "
-          f"(latest frame wins), {t['node_failed']} failed; {t['late_publishes']} late publishes")
+    print(f"frames: {t['sent']} sent, {t['answered']} answered ({t['answered_pct']:.1f} %); node: "
+          f"{t['node_received']} taken from its keep-last-1 input, {t['node_processed']} processed, "
+          f"{t['node_dropped']} dropped by the engine, {t['node_failed']} failed (newest frame wins at both "
+          f"places); {t['late_publishes']} late publishes")
     print(f"latency (publish -> labels received): p50 {_fmt(t['latency_p50_ms'])} ms, "
           f"p95 {_fmt(t['latency_p95_ms'])} ms")
     print(f"RSS: {_fmt(cmp_['start']['rss_mb'])} -> {_fmt(cmp_['end']['rss_mb'])} MiB, growth "
@@ -428,7 +437,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="RSS growth after warm-up that fails the run, in %% (default 5)")
     p.add_argument("--json", type=Path, default=Path("soak.json"),
                    help="result file (default soak.json); the node's log goes next to it (.node.log)")
-    p.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: from the pid)")
+    p.add_argument("--domain", type=int, default=None,
+                   help="ROS_DOMAIN_ID (default: one of 201-232, from the pid)")
     p.add_argument("--startup-timeout", type=float, default=300.0,
                    help="seconds to wait for the node's first answer (default 300)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -487,9 +497,9 @@ def soak(args: argparse.Namespace, duration: float) -> Dict[str, Any]:
     s = Soak(args, frames)
     env = dict(os.environ, ROS_DOMAIN_ID=str(s.domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-    node = NodeUnderTest(params, env, log_path)
-    LOGGER.info("node pid %d on ROS domain %d, log %s; %d frames %dx%d at %g Hz for %g s",
-                node.proc.pid, s.domain, log_path, len(frames), frames[0].shape[1], frames[0].shape[0],
+    node = NodeUnderTest(params, env, log_path, s.namespace)
+    LOGGER.info("node %s (pid %d) on ROS domain %d, log %s; %d frames %dx%d at %g Hz for %g s",
+                s.node_fqn, node.proc.pid, s.domain, log_path, len(frames), frames[0].shape[1], frames[0].shape[0],
                 args.rate, duration)
     try:
         s.wait_ready(node, args.startup_timeout)

@@ -14,14 +14,14 @@ import pytest
 
 pytest.importorskip("rclpy", reason="the ROS layer needs rclpy (installed by `make setup`)")
 
-from ros_harness import REPO, domain_id_for  # noqa: E402
+from ros_harness import REPO  # noqa: E402
 
 
 def test_soak_60_seconds(tmp_path, tiny_checkpoint):
     out = tmp_path / "soak.json"
     cmd = [sys.executable, "-m", "pspnet_ros.cli", "soak", "--seconds", "60", "--warmup", "20", "--window", "10",
            "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--inference-size", "64x192",
-           "--domain", str(domain_id_for(__name__)), "--json", str(out)]
+           "--json", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr + (out.with_suffix(".node.log").read_text()
