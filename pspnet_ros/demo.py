@@ -224,6 +224,7 @@ def summarize(res, inputs: Dict[int, np.ndarray], *, rate: float, checkpoint: Pa
         "drop_policy": args.drop_policy,
         "node_diagnostics": res.diagnostics,
         "node_startup_s": round(res.startup_s, 1),
+        "warmup_frames": res.warmup_frames,
         "replay_s": round(res.replay_s, 2),
         "wall_s": round(wall_s, 1),
         "node_exit_code": res.node_returncode,

@@ -42,6 +42,7 @@ class SessionResult:
     class_info: Optional[str] = None
     diagnostics: Dict[str, str] = field(default_factory=dict)  # last status of the node
     startup_s: float = 0.0
+    warmup_frames: int = 0  # restamped copies of the first frame sent until outputs came back
     replay_s: float = 0.0
     node_returncode: Optional[int] = None
     node_log: Optional[Path] = None
@@ -165,12 +166,13 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
                 raise SessionError(f"segmentation_node not ready after {startup_timeout:.0f} s; "
                                    f"last lines of {res.node_log}:\n{_tail(res.node_log)}")
             time.sleep(0.05)
-        # The node takes frames from a keep-last-1 queue once it spins: a frame sent while it
-        # still sets up would be replaced by the next one. A service answer proves it spins.
-        _wait_spinning(node, proc, res.node_log, startup_timeout - (time.monotonic() - t0))
-        # Discovery is two-sided: give the node's side a moment to see our subscriptions, or it
-        # would skip computing outputs nobody (yet) listens to.
-        time.sleep(0.5)
+        # Discovery runs both ways and at its own pace on a loaded machine: our side seeing the
+        # node's reader does not mean the node's reader accepts our writer yet, and frames sent
+        # before that are lost without a trace. So the pipeline is proven end to end first:
+        # the bag's first frame, stamped before the bag starts, goes out once a second until all
+        # its outputs come back. Those warm-up frames are not part of the results.
+        res.warmup_frames = _warm_up(replayer, image_topic, res, lock, proc,
+                                     startup_timeout - (time.monotonic() - t0))
         res.startup_s = time.monotonic() - t0
         LOGGER.info("node ready after %.1f s; replaying %s at x%g", res.startup_s, bag, rate)
         t1 = time.monotonic()
@@ -210,28 +212,46 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
     return res
 
 
-def _wait_spinning(node, proc, log: Path, timeout: float) -> None:
-    """Call the node's ``~/enable`` service (SetBool true): answered only once it spins."""
-    from std_srvs.srv import SetBool
+def _warm_up(replayer: Replayer, image_topic: str, res: SessionResult, lock, proc,
+             timeout: float) -> int:
+    """Publish restamped copies of the first frame until one comes back with every output."""
+    from pspnet_ros.bags import common as bc
 
-    client = node.create_client(SetBool, f"/{NODE_NAME}/enable")
+    reader = bc.open_reader(replayer.bag)
     try:
-        deadline = time.monotonic() + max(timeout, 5.0)
-        future = None
-        while True:
-            if proc.poll() is not None:
-                raise SessionError(f"segmentation_node exited with code {proc.returncode}; last "
-                                   f"lines of {log}:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise SessionError(f"segmentation_node does not answer /{NODE_NAME}/enable; last "
-                                   f"lines of {log}:\n{_tail(log)}")
-            if future is None and client.service_is_ready():
-                future = client.call_async(SetBool.Request(data=True))
-            if future is not None and future.done():
-                return
-            time.sleep(0.05)
+        conn = next(c for c in reader.connections if c.topic == image_topic)
+        _, first_ns, data = next(iter(reader.messages(connections=[conn])))
     finally:
-        node.destroy_client(client)
+        reader.close()
+    msg = bc.deserialize(data, conn.msgtype)
+    publisher = replayer.topics[image_topic].publisher
+    deadline = time.monotonic() + max(timeout, 10.0)
+    sent: List[int] = []
+    while True:
+        # Increasing stamps well before the bag (the sim clock never goes back): 100 s before
+        # its start, 50 ms apart; the deadline stops this long before they could reach it.
+        stamp = first_ns - 100_000_000_000 + 50_000_000 * len(sent)
+        msg.header = bc.header(stamp, msg.header.frame_id)
+        replayer.publish_clock(stamp)
+        publisher.publish(bc.serialize(msg))
+        sent.append(stamp)
+        step_end = time.monotonic() + 1.0
+        while time.monotonic() < step_end:
+            with lock:
+                done = any(len(res.outputs.get(s, {})) == len(OUTPUTS) for s in sent)
+            if done:
+                time.sleep(0.5)  # let the other warm-up frames in flight arrive, then forget them
+                with lock:
+                    for s in sent:
+                        res.outputs.pop(s, None)
+                        res.received.pop(s, None)
+                        res.frame_ids.pop(s, None)
+                return len(sent)
+            if proc.poll() is not None:
+                raise SessionError(f"segmentation_node exited with code {proc.returncode}")
+            time.sleep(0.02)
+        if time.monotonic() > deadline:
+            raise SessionError(f"no output from segmentation_node for {len(sent)} warm-up frames")
 
 
 def _spin(executor, context) -> None:

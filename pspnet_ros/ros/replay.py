@@ -159,6 +159,45 @@ class Replayer:
             time.sleep(0.05)
         return False
 
+    def wait_for_node(self, name: str, timeout: float, spin: bool = True) -> bool:
+        """Wait until node ``name`` (e.g. /segmentation_node) answers ``~/list_parameters``.
+
+        A node takes messages only once its executor spins; a frame sent while it still loads
+        its model meets a full keep-last-1 queue and is replaced by the next one. Its parameter
+        service answers only when it spins, so an answer means "ready" for any ROS 2 node.
+        ``spin=False`` when ``self.node`` is already spun by an executor elsewhere.
+        """
+        import rclpy
+        from rcl_interfaces.srv import ListParameters
+
+        name = "/" + name.strip("/")
+        client = self.node.create_client(ListParameters, f"{name}/list_parameters")
+        deadline = time.monotonic() + timeout
+        try:
+            future, sent_at = None, 0.0
+            while not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    LOGGER.warning("node %s did not answer within %.1f s; publishing anyway",
+                                   name, timeout)
+                    return False
+                # Ask again every 2 s: while discovery is still one-sided the service drops its
+                # response ("failed to send response") and the request is never answered.
+                if future is None or (not future.done() and time.monotonic() - sent_at > 2.0):
+                    if client.wait_for_service(timeout_sec=min(0.2, left)):
+                        future, sent_at = client.call_async(ListParameters.Request(depth=1)), \
+                            time.monotonic()
+                    continue
+                if spin:
+                    rclpy.spin_until_future_complete(self.node, future, timeout_sec=min(0.2, left))
+                else:
+                    time.sleep(0.02)
+                if future.done():
+                    return True
+            return False
+        finally:
+            self.node.destroy_client(client)
+
     def publish_clock(self, bag_ns: int) -> None:
         if self.clock_pub is None:
             return
@@ -269,6 +308,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay", type=float, default=0.0, help="seconds to wait before playing")
     p.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="SEC",
                    help="wait up to SEC for a subscriber on every image topic before playing")
+    p.add_argument("--wait-for-node", action="append", default=[], metavar="NAME",
+                   help="wait until node NAME (e.g. /segmentation_node) is up and spinning "
+                        "(answers its parameter service) before playing; repeatable")
+    p.add_argument("--wait-timeout", type=float, default=120.0,
+                   help="seconds --wait-for-node waits at most (default 120)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -295,6 +339,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     ", loop" if args.loop else "", ", /clock" if args.clock else "",
                     ", ".join(f"{t.name}" + (f" -> {t.out}" if t.out != t.name else "")
                               for t in replayer.topics.values()))
+        for name in args.wait_for_node:
+            replayer.wait_for_node(name, args.wait_timeout)
         if args.wait_for_subscribers > 0:
             replayer.wait_for_subscribers(args.wait_for_subscribers)
         if args.delay > 0:

@@ -30,12 +30,17 @@ def test_demo_pipeline_reduced(tmp_path, tiny_checkpoint):
     summary = json.loads((out / "summary.json").read_text())
     start = 1_317_000_000_000_000_000
     stamps = [start + i * 500_000_000 for i in range(3)]  # 2 Hz
-    assert summary["frames_in"] == summary["frames_out"] == 3 and summary["drops"] == 0, summary
+    brief = {k: summary[k] for k in ("frames_in", "frames_out", "drops", "partial_missing",
+                                     "stamps_out", "node_diagnostics")}
+    assert summary["frames_in"] == summary["frames_out"] == 3 and summary["drops"] == 0, \
+        json.dumps(brief)
     assert summary["stamps_in"] == summary["stamps_out"] == stamps and summary["exact_stamps"]
     assert set(summary["latency_ms"]) == {"p50", "p95", "p99"}
     assert summary["frame_size"] == [375, 1242] and summary["classes"] == ["not_road", "road"]
     assert summary["node_exit_code"] == 0
-    assert summary["node_diagnostics"]["processed (total)"] == "3"
+    # The node also counts the warm-up frames the demo sends until the pipeline answers.
+    assert int(summary["node_diagnostics"]["processed (total)"]) >= 3
+    assert summary["warmup_frames"] >= 1
 
     params = yaml.safe_load((out / "demo_params.yaml").read_text())["/**"]["ros__parameters"]
     assert params["checkpoint"] == str(Path(tiny_checkpoint).resolve())
