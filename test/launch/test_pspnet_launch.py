@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("launch_testing", reason="launch tests need launch_testing (make setup installs it)")
+import launch_testing  # noqa: F401  (must run in CI: missing is an error, not a skip)
 
 import launch_testing  # noqa: E402
 import launch_testing.asserts  # noqa: E402

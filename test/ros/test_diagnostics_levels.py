@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("rclpy", reason="the ROS layer needs rclpy (installed by `make setup`)")
+import rclpy  # noqa: F401  (the ROS layer must run: a missing rclpy is an error, not a skip)
 
 from pspnet_ros.ros import diagnostics as D  # noqa: E402
 

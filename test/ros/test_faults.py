@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy", reason="the ROS layer needs rclpy (installed by `make setup`)")
+import rclpy  # noqa: F401  (the ROS layer must run: a missing rclpy is an error, not a skip)
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402

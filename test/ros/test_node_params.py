@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytest.importorskip("rclpy", reason="the ROS layer needs rclpy (installed by `make setup`)")
+import rclpy  # noqa: F401  (the ROS layer must run: a missing rclpy is an error, not a skip)
 
 from pspnet_ros.ros import params as P  # noqa: E402
 

@@ -136,7 +136,6 @@ def test_gpu_code_path_on_cpu_tensors_equals_the_cpu_path_and_tracks_the_naive_b
 
 
 def test_onnxruntime_backend_matches_torch(tiny_checkpoint, real_frames):
-    pytest.importorskip("onnxruntime")
     ort = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", backend="onnxruntime")
     pt = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", backend="torch")
     assert ort.backend == "onnxruntime" and pt.backend == "torch"
