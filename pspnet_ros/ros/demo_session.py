@@ -43,6 +43,8 @@ class SessionResult:
     diagnostics: Dict[str, str] = field(default_factory=dict)  # last status of the node
     startup_s: float = 0.0
     warmup_frames: int = 0  # restamped copies of the first frame sent until outputs came back
+    warmup_stamps: set = field(default_factory=set)
+    warmup_done: bool = False
     replay_s: float = 0.0
     node_returncode: Optional[int] = None
     node_log: Optional[Path] = None
@@ -112,6 +114,8 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
             # lets the node's small reliable output queue replace samples before we ack them.
             now_wall, stamp = time.time(), _stamp(msg.header)
             with lock:
+                if stamp in res.warmup_stamps and res.warmup_done:
+                    return  # a late output of a warm-up frame
                 res.outputs.setdefault(stamp, {})[kind] = msg
                 res.received.setdefault(stamp, {})[kind] = now_wall
                 res.frame_ids[stamp] = msg.header.frame_id
@@ -233,6 +237,8 @@ def _warm_up(replayer: Replayer, image_topic: str, res: SessionResult, lock, pro
         stamp = first_ns - 100_000_000_000 + 50_000_000 * len(sent)
         msg.header = bc.header(stamp, msg.header.frame_id)
         replayer.publish_clock(stamp)
+        with lock:
+            res.warmup_stamps.add(stamp)
         publisher.publish(bc.serialize(msg))
         sent.append(stamp)
         step_end = time.monotonic() + 1.0
@@ -242,6 +248,7 @@ def _warm_up(replayer: Replayer, image_topic: str, res: SessionResult, lock, pro
             if done:
                 time.sleep(0.5)  # let the other warm-up frames in flight arrive, then forget them
                 with lock:
+                    res.warmup_done = True
                     for s in sent:
                         res.outputs.pop(s, None)
                         res.received.pop(s, None)
