@@ -16,6 +16,9 @@ setup(
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
         ("share/" + PACKAGE + "/config", glob("config/*")),
         ("share/" + PACKAGE + "/models", glob("models/*")),
+        # demo frames (KITTI road val, CC BY-NC-SA 3.0, see data/sample/README.md)
+        ("share/" + PACKAGE + "/data/sample", glob("data/sample/*.md")),
+        ("share/" + PACKAGE + "/data/sample/kitti_road", glob("data/sample/kitti_road/*")),
     ],
     python_requires=">=3.10",
     install_requires=[

@@ -32,7 +32,10 @@ def _actions(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    replay_args = [arg("bag"), "--clock", "--rate", arg("rate")]
+    # Start publishing once the node spins: frames sent while it loads its model are lost
+    # (keep-last-1 input), as they would be with a plain `ros2 bag play` started at once.
+    replay_args = [arg("bag"), "--clock", "--rate", arg("rate"),
+                   "--wait-for-node", "/segmentation_node", "--wait-timeout", "120"]
     if arg("loop").lower() in ("true", "1", "yes"):
         replay_args.append("--loop")
     actions = [

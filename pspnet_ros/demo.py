@@ -32,11 +32,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from pspnet_ros.bags import common as bc
+from pspnet_ros.paths import sample_dir
 
 LOGGER = logging.getLogger("pspnet_ros.demo")
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "data" / "sample" / "kitti_road"
+SAMPLE = sample_dir()
 IMAGE_TOPIC = "/camera/image_raw"
 INFO_TOPIC = "/camera/camera_info"
 # Fixed stamps make the demo bag byte-identical run to run; the node runs on the bag's /clock.

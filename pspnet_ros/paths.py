@@ -85,3 +85,15 @@ def data_root(explicit: Optional[str] = None) -> Path:
         if cand.is_dir():
             return cand
     return _SRC_ROOT.parent / "shared" / "data"
+
+
+def sample_dir() -> Path:
+    """The shipped demo frames (data/sample/kitti_road): source tree, else the installed share."""
+    candidates = [_SRC_ROOT / "data" / "sample" / "kitti_road",
+                  Path(sys.prefix) / "share" / PACKAGE / "data" / "sample" / "kitti_road"]
+    for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        candidates.append(Path(prefix) / "share" / PACKAGE / "data" / "sample" / "kitti_road")
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return candidates[0]

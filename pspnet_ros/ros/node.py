@@ -13,7 +13,7 @@ Run: ``ros2 run pspnet_ros segmentation_node --ros-args --params-file config/psp
 from __future__ import annotations
 
 import gc
-import json
+import logging
 import signal
 import sys
 import threading
@@ -32,6 +32,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 
+from ..bags.common import class_info_json
 from ..errors import InputError
 from . import diagnostics, params as node_params, qos
 from .conversions import check_header, compressed_format, image_to_numpy, numpy_to_image, scale_camera_info
@@ -235,17 +236,11 @@ class SegmentationNode(Node):
 
     def _class_info_json(self) -> str:
         meta = getattr(self._seg, "meta", {}) or {}
-        palette = [[int(v) for v in c] for c in self._seg.palette]
-        return json.dumps({
-            "model": self._model_name,
-            "dataset": meta.get("dataset"),
-            "classes": self._classes,
-            "palette": palette,
-            "ignore_index": meta.get("ignore_index"),
-            "drivable_classes": list(resolve_drivable(self.params.drivable_classes, self._classes, meta)),
-            "inference_size": list(self._inference_size),
-            "labels": "mono8 image: pixel value = index into classes",
-        })
+        # One definition shared with `pspnet bag`, so recorded and live class_info agree.
+        return class_info_json(meta, model_name=self._model_name, palette=self._seg.palette,
+                               drivable_classes=resolve_drivable(self.params.drivable_classes,
+                                                                 self._classes, meta),
+                               inference_size=self._inference_size)
 
     # ------------------------------------------------------------------ QoS
     def _offered(self, cam: Camera) -> List[Any]:
@@ -479,6 +474,35 @@ def _stamp(header: Header) -> float:
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
+class _RosLogHandler(logging.Handler):
+    """Forwards the library's Python logging (engine, decoders) to the node's ROS logger, so
+    those lines reach /rosout and the console in ROS format instead of bare stderr."""
+
+    def __init__(self, logger: Any) -> None:
+        super().__init__(level=logging.INFO)
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = f"[{record.name}] {record.getMessage()}"
+            if record.levelno >= logging.ERROR:
+                self._logger.error(msg)
+            elif record.levelno >= logging.WARNING:
+                self._logger.warning(msg)
+            else:
+                self._logger.info(msg)
+        except Exception:  # logging must never take the node down
+            self.handleError(record)
+
+
+def _bridge_library_logging() -> None:
+    lib = logging.getLogger("pspnet_ros")
+    if not any(isinstance(h, _RosLogHandler) for h in lib.handlers):
+        lib.addHandler(_RosLogHandler(rclpy.logging.get_logger(NODE_NAME)))
+        lib.setLevel(logging.INFO)
+        lib.propagate = False
+
+
 def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = default_engine_factory) -> int:
     starting = True
 
@@ -498,6 +522,7 @@ def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = defau
         detail = str(exc).split(", at /")[0]
         sys.stderr.write(f"[FATAL] [{NODE_NAME}]: cannot start: {detail}\n")
         return 2
+    _bridge_library_logging()
     node: Optional[SegmentationNode] = None
     try:
         node = SegmentationNode(engine_factory=engine_factory)
