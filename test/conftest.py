@@ -14,6 +14,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 
+from pspnet_test_helpers import make_tiny_checkpoint  # noqa: E402  (re-exported for fixtures)
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
@@ -33,25 +35,6 @@ def kitti_frames(data_root):
     stems = (data_root / "kitti_road" / "val.txt").read_text().split()[:3]
     return [(s, np.asarray(Image.open(data_root / "kitti_road" / "image_2" / f"{s}.jpg").convert("RGB")))
             for s in stems]
-
-
-def make_tiny_checkpoint(path: Path, dataset: str = "kitti_road", backbone: str = "resnet18",
-                         seed: int = 0) -> Path:
-    """A small random PSPNet checkpoint with real dataset metadata."""
-    import torch
-
-    from pspnet_ros.data.classes import dataset_meta
-    from pspnet_ros.models import build_pspnet, save_checkpoint
-
-    torch.manual_seed(seed)
-    meta = dataset_meta(dataset)
-    kwargs = dict(num_classes=len(meta["classes"]), backbone=backbone, output_stride=8,
-                  head_channels=32, aux=False)
-    if backbone == "mobilenetv3_large":
-        kwargs["output_stride"] = 16
-    model = build_pspnet(**kwargs).eval()
-    meta.update(arch="pspnet", arch_kwargs=kwargs, input_size=[96, 320], metrics={})
-    return save_checkpoint(path, model, meta)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "test"))
 sys.path.insert(0, str(REPO / "test" / "ros"))
 sys.path.insert(0, str(REPO / "test" / "launch"))
-from conftest import make_tiny_checkpoint  # noqa: E402
+from pspnet_test_helpers import make_tiny_checkpoint  # noqa: E402
 from pspnet_launch_helpers import make_prefix, prepend_prefix, restore_prefix  # noqa: E402
 from ros_harness import (RosClient, as_array, image_msg, reliable_qos, stamp_ns,  # noqa: E402
                          warm_up, write_params)

@@ -24,7 +24,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource  # n
 REPO = Path(__file__).resolve().parents[2]
 for sub in ("test", "test/ros", "test/launch"):
     sys.path.insert(0, str(REPO / sub))
-from conftest import make_tiny_checkpoint  # noqa: E402
+from pspnet_test_helpers import make_tiny_checkpoint  # noqa: E402
 from pspnet_launch_helpers import make_prefix, prepend_prefix, restore_prefix  # noqa: E402
 from ros_harness import RosClient, diag_values, find_status, reliable_qos, stamp_ns, write_params  # noqa: E402
 
