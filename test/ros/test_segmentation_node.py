@@ -306,10 +306,17 @@ def test_flooding_at_100hz_drops_frames_instead_of_queueing(client, camera, kitt
     print(f"flood: sent {len(sent)} frames in 2 s, answered {len(answered)}, "
           f"{len(after)} after the last publish (latest {max(latencies, default=0) * 1000:.0f} ms after it)")
 
+    # Frames are shed at two places: the engine's latest-frame slot (counted as "dropped") and
+    # the DDS keep-last-1 input queue, which replaces frames before the node's callback sees
+    # them (visible only as an input rate below the camera's). Which one sheds depends on the
+    # CPU's timing, so either must show up in /diagnostics.
     def drops_reported(m):
         s = find_status(m, NODE_FQN)
-        return s is not None and int(diag_values(s)["dropped (total)"]) > 0
-    status = find_status(diag.wait_for(drops_reported, 30, "diagnostics reporting drops"), NODE_FQN)
+        if s is None:
+            return False
+        v = diag_values(s)
+        return int(v["dropped (total)"]) > 0 or 0 < float(v["input rate (Hz)"]) < 50.0
+    status = find_status(diag.wait_for(drops_reported, 30, "diagnostics reporting shed frames"), NODE_FQN)
     values = diag_values(status)
     for key in ("input rate (Hz)", "output rate (Hz)", "latency p50 (ms)", "latency p95 (ms)", "device",
                 "model", "failed (total)", "gpu memory (MB)", "inference size"):
