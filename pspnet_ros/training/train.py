@@ -11,7 +11,6 @@ import argparse
 import csv
 import dataclasses
 import logging
-import math
 import os
 import random
 import sys

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import launch_testing  # noqa: F401  (must run in CI: missing is an error, not a skip)
 
 import launch_testing  # noqa: E402
 import launch_testing.asserts  # noqa: E402

@@ -7,7 +7,6 @@ import signal
 
 import cv2
 import numpy as np
-import pytest
 
 import rclpy  # noqa: F401  (the ROS layer must run: a missing rclpy is an error, not a skip)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 import rclpy  # noqa: F401  (the ROS layer must run: a missing rclpy is an error, not a skip)
 

@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 import rclpy  # noqa: F401  (the ROS layer must run: a missing rclpy is an error, not a skip)
 

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from pspnet_ros.models import load_model
 from pspnet_ros.paths import resolve_checkpoint, shipped_model
