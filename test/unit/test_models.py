@@ -33,7 +33,9 @@ def test_ppm_resnet50_doubles_channels():
 
 @pytest.mark.parametrize("name,os_,ch", [("resnet18", 8, 512), ("resnet18", 16, 512),
                                          ("resnet34", 8, 512), ("resnet50", 8, 2048),
-                                         ("resnet50", 16, 2048), ("mobilenetv3_large", 16, 960)])
+                                         ("resnet50", 16, 2048), ("mobilenetv3_large", 16, 960),
+                                         ("efficientnet_lite0", 16, 320), ("efficientnet_lite0", 8, 320),
+                                         ("efficientnet_lite2", 16, 352)])
 def test_backbone_output_stride(name, os_, ch):
     bb = build_backbone(name, output_stride=os_).eval()
     with torch.no_grad():
@@ -41,6 +43,7 @@ def test_backbone_output_stride(name, os_, ch):
     assert f["out"].shape == (1, ch, 64 // os_, 96 // os_)
     assert bb.out_channels == ch
     assert f["aux"].shape[1] == bb.aux_channels
+    assert f["low"].shape == (1, bb.low_channels, 64 // 4, 96 // 4)  # the skip decoder's input
 
 
 def test_resnet101_is_dilated_like_resnet50():
@@ -51,9 +54,9 @@ def test_resnet101_is_dilated_like_resnet50():
 
 
 @pytest.mark.parametrize("size", [(65, 97), (201, 201), (64, 64), (33, 47)])
-@pytest.mark.parametrize("backbone", ["resnet18", "mobilenetv3_large"])
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenetv3_large", "efficientnet_lite0"])
 def test_pspnet_output_at_input_size(size, backbone):
-    os_ = 16 if backbone == "mobilenetv3_large" else 8
+    os_ = 8 if backbone == "resnet18" else 16
     m = build_pspnet(num_classes=5, backbone=backbone, output_stride=os_, head_channels=32).eval()
     with torch.no_grad():
         out = m(torch.randn(1, 3, *size))
@@ -127,6 +130,9 @@ def test_simple_segnet_shapes():
     (dict(num_classes=3, output_stride=32), "output_stride"),
     (dict(num_classes=3, backbone="mobilenetv3_large", output_stride=8), "output_stride"),
     (dict(num_classes=3, dropout=1.5), "dropout"),
+    (dict(num_classes=3, backbone="efficientnet_lite0", output_stride=32), "output_stride"),
+    (dict(num_classes=3, backbone="efficientnet_lite0", output_stride=16, deep_stem=True), "deep_stem"),
+    (dict(num_classes=3, skip=True, skip_channels=0), "skip_channels"),
 ])
 def test_bad_arguments_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -146,3 +152,35 @@ def test_light_backbone_batchnorm_tracks_statistics():
     bb = build_backbone("mobilenetv3_large", output_stride=16)
     moms = {m.momentum for m in bb.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert moms == {0.1}
+
+
+@pytest.mark.parametrize("size", [(64, 96), (33, 47)])
+@pytest.mark.parametrize("backbone,os_", [("efficientnet_lite0", 16), ("efficientnet_lite0", 8),
+                                          ("mobilenetv3_large", 16), ("resnet18", 8)])
+def test_skip_decoder_classifies_at_quarter_resolution(backbone, os_, size):
+    m = build_pspnet(num_classes=4, backbone=backbone, output_stride=os_, head_channels=16,
+                     skip=True, skip_channels=12).eval()
+    seen = {}
+    m.decoder.fuse[-1].register_forward_hook(lambda mod, i, o: seen.update(logits=o.shape))
+    with torch.no_grad():
+        out = m(torch.randn(1, 3, *size))
+    assert out["out"].shape == (1, 4, *size)
+    # the classifier runs on the stride-4 grid, not the 1/os one
+    assert seen["logits"][-2:] == m.backbone(torch.randn(1, 3, *size))["low"].shape[-2:]
+    assert m.decoder.project[0].in_channels == m.backbone.low_channels
+    # the head stops before its classifier: no num_classes-wide conv before the decoder
+    assert not any(isinstance(x, torch.nn.Conv2d) and x.out_channels == 4 for x in m.head)
+
+
+def test_skip_decoder_gets_gradients_from_the_low_feature():
+    m = build_pspnet(num_classes=3, backbone="efficientnet_lite0", output_stride=16,
+                     head_channels=16, skip=True, skip_channels=8).train()
+    out = m(torch.randn(2, 3, 64, 64))
+    out["out"].sum().backward()
+    assert m.decoder.project[0].weight.grad.abs().sum() > 0
+    assert m.backbone.body.blocks[1][0].conv_pw.weight.grad.abs().sum() > 0
+
+
+def test_lite_backbone_uses_tf_batchnorm_eps():
+    bb = build_backbone("efficientnet_lite1", output_stride=16)
+    assert {m.eps for m in bb.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-3}

