@@ -20,6 +20,12 @@ def make_tiny_checkpoint(path: Path, dataset: str = "kitti_road", backbone: str 
                   head_channels=32, aux=False)
     if backbone == "mobilenetv3_large":
         kwargs["output_stride"] = 16
+    if backbone.startswith("efficientnet"):  # as the shipped Lite models: OS16 + skip decoder
+        from pspnet_ros.models.backbones import backbone_normalization
+
+        kwargs.update(output_stride=16, skip=True, skip_channels=16)
+        mean, std = backbone_normalization(backbone)
+        meta.update(mean=list(mean), std=list(std))
     model = build_pspnet(**kwargs).eval()
     meta.update(arch="pspnet", arch_kwargs=kwargs, input_size=[96, 320], metrics={})
     return save_checkpoint(path, model, meta)

@@ -40,3 +40,25 @@ def test_export_writes_onnx_with_metadata_and_passes_the_parity_check(tmp_path, 
 def test_export_reports_a_missing_checkpoint(tmp_path, capsys):
     rc = export.main(["--checkpoint", str(tmp_path / "nope.pt")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_lite_skip_model_exports_and_serves_without_special_cases(tmp_path, capsys, kitti_frames):
+    """EfficientNet-Lite + skip decoder, its own normalization in the metadata: ONNX export
+    passes the parity check and the ONNX Runtime segmenter matches the torch one."""
+    from pspnet_test_helpers import make_tiny_checkpoint
+
+    from pspnet_ros.inference.segmenter import Segmenter
+
+    ckpt = make_tiny_checkpoint(tmp_path / "lite.pt", backbone="efficientnet_lite0")
+    out = tmp_path / "lite.onnx"
+    rc = export.main(["--checkpoint", str(ckpt), "--size", "64x192", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "labels equal" in text, text
+    meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["pspnet_meta"])
+    assert meta["mean"] == [127 / 255] * 3 and meta["std"] == [128 / 255] * 3
+    ort = Segmenter.from_checkpoint(ckpt, device="cpu", backend="onnxruntime", inference_size=(64, 192))
+    pt = Segmenter.from_checkpoint(ckpt, device="cpu", backend="torch", inference_size=(64, 192))
+    frames = [f for _, f in kitti_frames[:2]]
+    assert ort.backend == "onnxruntime" and pt.backend == "torch"
+    for a, b in zip(ort.predict(frames, return_probs=True), pt.predict(frames, return_probs=True)):
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
