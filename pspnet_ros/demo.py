@@ -155,24 +155,27 @@ def write_video(path: Path, frames: List[np.ndarray], fps: float) -> Path:
     return path
 
 
-def write_mosaic(path: Path, rows: List[Dict[str, np.ndarray]], tile_width: int = 480) -> Path:
-    """One row per frame: input | color | overlay | drivable, with column titles."""
+def write_mosaic(path: Path, rows: List[Dict[str, np.ndarray]], tile_width: int = 480,
+                 columns: Sequence[str] = COLUMNS) -> Path:
+    """One row per frame, one titled column per key of ``columns`` (default: input | color |
+    overlay | drivable); (H, W) arrays are shown as grey."""
+    cols = tuple(columns)
     from PIL import Image, ImageDraw, ImageFont
 
     h0, w0 = rows[0]["input"].shape[:2]
     tw, th = tile_width, int(round(h0 * tile_width / w0))
     title_h, gap = 28, 4
-    canvas = Image.new("RGB", (len(COLUMNS) * tw + (len(COLUMNS) - 1) * gap,
+    canvas = Image.new("RGB", (len(cols) * tw + (len(cols) - 1) * gap,
                                title_h + len(rows) * (th + gap)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     try:
         font = ImageFont.load_default(size=18)
     except TypeError:  # Pillow < 10.1
         font = ImageFont.load_default()
-    for j, name in enumerate(COLUMNS):
+    for j, name in enumerate(cols):
         draw.text((j * (tw + gap) + 6, 4), name, fill=(0, 0, 0), font=font)
     for i, row in enumerate(rows):
-        for j, name in enumerate(COLUMNS):
+        for j, name in enumerate(cols):
             arr = row[name]
             if arr.ndim == 2:
                 arr = np.repeat(arr[:, :, None], 3, axis=2)
