@@ -4,7 +4,7 @@ Scheduling. With ``drop_policy="latest"`` each source has a one-frame slot: ``su
 frame there and returns at once, replacing (and counting as dropped) a frame the worker has
 not taken yet, so a slow model never builds a backlog and always works on the newest image.
 With ``"queue"`` frames wait in one bounded FIFO and ``submit`` blocks while it is full
-(back-pressure for offline processing: nothing is dropped, order is kept). The worker takes up
+(back-pressure for offline processing: nothing is dropped, each source's order is kept). The worker takes up
 to ``max_batch`` frames at once (one per source with ``latest``) and runs frames of the same
 size in one forward pass.
 
@@ -361,6 +361,11 @@ class RealtimeEngine:
                     if not items and not inflight and not self._running:
                         break
                     for group in self._prepare(items):
+                        # Never more batches in flight than the pipeline depth (the ring has
+                        # one slot more): a take that splits into many size groups finishes
+                        # the oldest batch before its slot could be reused.
+                        while len(inflight) >= self._depth:
+                            self._finish(inflight.popleft())
                         batch = self._launch(group)
                         if batch is not None:
                             inflight.append(batch)
@@ -373,8 +378,10 @@ class RealtimeEngine:
                         self._fail(b.items, RuntimeError("batch lost after an engine error"))
 
     def _prepare(self, items: List[_Item]) -> List[List[_Item]]:
-        """Validate / decode each frame (failures reported singly), then group consecutive
-        frames of the same size."""
+        """Validate / decode each frame (failures reported singly), then group the frames of
+        the take by size: frames of one size batch together even when cameras of other sizes
+        came in between (groups in order of their first frame), without reordering any one
+        source's frames."""
         ok: List[_Item] = []
         for it in items:
             try:
@@ -387,11 +394,17 @@ class RealtimeEngine:
             except Exception as exc:  # noqa: BLE001 - reported per frame
                 self._fail([it], exc)
         groups: List[List[_Item]] = []
+        by_shape: Dict[Tuple[int, int], int] = {}   # shape -> index of its newest group
+        last_of: Dict[str, int] = {}                # source -> index of its newest group
         for it in ok:
-            if groups and groups[-1][0].shape == it.shape:
-                groups[-1].append(it)
-            else:
-                groups.append([it])
+            g = by_shape.get(it.shape)
+            # Joining an earlier group must not overtake a frame of the same source that sits
+            # in a later group (a camera that changed size): each source keeps its order.
+            if g is None or last_of.get(it.source_id, -1) > g:
+                g = by_shape[it.shape] = len(groups)
+                groups.append([])
+            groups[g].append(it)
+            last_of[it.source_id] = g
         return groups
 
     def _decode(self, it: _Item) -> None:
@@ -449,7 +462,10 @@ class RealtimeEngine:
         slot = self._ring[self._ring_pos % len(self._ring)]
         self._ring_pos += 1
         if slot.used:
-            slot.ready.synchronize()  # batches finish in order and ring > depth: normally done
+            # The worker keeps at most `depth` batches in flight and the ring has depth + 1
+            # slots, so this slot's last batch has been finished (copied out) already; the
+            # wait only guards the device-side reads of its buffers.
+            slot.ready.synchronize()
         slot.used = True
         b = len(group)
         h, w = group[0].shape
@@ -502,8 +518,10 @@ class RealtimeEngine:
                 dev.record_stream(v, d2h_s)
                 host_out[k] = buf
             clock.end("download", d2h_s)
-            slot.ready.record(d2h_s)
-        return _Batch(group, host_out, clock, ready=slot.ready, slot=slot, wants=wants)
+            ready = dev.event(timing=False)  # one per batch: never re-recorded while waited on
+            ready.record(d2h_s)
+            slot.ready = ready
+        return _Batch(group, host_out, clock, ready=ready, slot=slot, wants=wants)
 
     def _finish(self, batch: _Batch) -> None:
         try:

@@ -358,3 +358,59 @@ def test_config_from_dict():
     assert cfg.drivable_classes == ("road", "sidewalk") and cfg.max_batch == 4
     with pytest.raises(ValueError, match="unknown engine setting.*bogus"):
         EngineConfig.from_dict({"bogus": 1})
+
+
+@pytest.mark.parametrize("sizes", [
+    [(40, 100), (50, 64), (36, 80), (40, 100)],   # A B C A: one size twice, not consecutive
+    [(40, 100), (50, 64), (36, 80), (44, 72)],    # A B C D: four groups, the ring has three slots
+], ids=["ABCA", "ABCD"])
+def test_ring_mixed_sizes_in_one_take_keep_every_result_with_its_own_frame(seg_torch_ops, seg, sizes):
+    """Several cameras of different sizes in one take (the first batch held so the next take
+    holds all four): every result equals ``Segmenter.predict`` of its own frame and carries its
+    own stamp and source, however many size groups the take splits into."""
+    gate = Gate(hold="hold")
+    results, errors = [], []
+    outs = frozenset({"labels", "color", "overlay", "drivable"})
+    eng = RealtimeEngine(seg_torch_ops, EngineConfig(drop_policy="queue", max_batch=4, pipeline_depth=2,
+                                                     outputs=outs),
+                         on_result=results.append, on_error=errors.append, fault_hook=gate, use_ring=True)
+    frames = [frame(h, w, seed=10 + i) for i, (h, w) in enumerate(sizes)]
+    with eng:
+        eng.submit(frame(40, 100, seed=99), "hold", source_id="cam_hold")
+        assert gate.entered.wait(10)
+        for i, f in enumerate(frames):
+            eng.submit(f, i, source_id=f"cam{i}")
+        gate.release.set()
+        assert eng.flush(20)
+    assert not errors
+    got = {r.stamp: r for r in results if r.stamp != "hold"}
+    assert sorted(got) == list(range(len(frames)))
+    expected = seg.predict(frames, outputs=outs)
+    for i, e in enumerate(expected):
+        r = got[i]
+        assert r.source_id == f"cam{i}" and r.labels.shape == sizes[i]
+        for k in ("labels", "color", "overlay", "drivable"):
+            np.testing.assert_array_equal(getattr(r, k), getattr(e, k), err_msg=f"frame {i} {k}")
+    # frames of one size batch together even when they were not consecutive
+    take = [b for b in gate.batches if "hold" not in b]
+    if sizes[0] == sizes[3]:
+        assert sorted(map(len, take)) == [1, 1, 2] and [0, 3] in take
+
+
+def test_size_grouping_keeps_each_sources_order(seg):
+    """A camera that changes size mid-take (A, B, A from one source) is not reordered, while
+    another camera's same-size frame still joins the first group."""
+    gate = Gate(hold="hold")
+    eng, results, errors = make(seg, gate, drop_policy="queue", max_batch=4)
+    with eng:
+        eng.submit(frame(), "hold", source_id="x")
+        assert gate.entered.wait(10)
+        eng.submit(frame(40, 100, 1), 0, source_id="a")
+        eng.submit(frame(50, 64, 2), 1, source_id="a")
+        eng.submit(frame(40, 100, 3), 2, source_id="b")
+        eng.submit(frame(40, 100, 4), 3, source_id="a")
+        gate.release.set()
+        assert eng.flush(20)
+    assert not errors
+    assert [r.stamp for r in results if r.source_id == "a"] == [0, 1, 3]
+    assert [0, 2] in gate.batches and [3] in gate.batches
