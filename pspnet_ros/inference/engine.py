@@ -58,7 +58,7 @@ class _Item:
     """One submitted frame on its way through the engine."""
 
     __slots__ = ("frame", "data", "fmt", "stamp", "source_id", "context", "bgr", "outputs",
-                 "t_submit", "shape", "decode_ms", "on_device")
+                 "t_submit", "shape", "decode_ms", "on_device", "frame_ready")
 
     def __init__(self, frame, data, fmt, stamp, source_id, context, bgr, outputs) -> None:
         self.frame, self.data, self.fmt = frame, data, fmt
@@ -68,6 +68,9 @@ class _Item:
         self.shape: Optional[Tuple[int, int]] = None
         self.decode_ms = 0.0
         self.on_device = False
+        # CUDA event after which ``frame`` may be read (a caller's stream at submit time, or
+        # the decode stream); None for host frames.
+        self.frame_ready = None
 
 
 class _Batch:
@@ -88,7 +91,7 @@ class _RingSlot:
         self.dev = dev
         self.uploaded = dev.event(timing=False)
         self.computed = dev.event(timing=False)
-        self.ready = dev.event(timing=False)
+        self.ready = dev.event(timing=False, blocking=True)
         self.used = False
         self._host: Dict[Tuple, torch.Tensor] = {}
         self._device: Dict[Tuple, torch.Tensor] = {}
@@ -227,7 +230,7 @@ class RealtimeEngine:
         cfg = self._cfg
         if self._dev.is_cuda and not self._streams:
             self._streams = {"copy": self._dev.stream(), "compute": self._dev.stream(),
-                             "d2h": self._dev.stream()}
+                             "d2h": self._dev.stream(), "decode": self._dev.stream()}
         if self._use_ring and not self._ring:
             self._ring = [_RingSlot(self._dev) for _ in range(self._depth + 1)]
         if cfg.warmup or cfg.compile or cfg.cuda_graphs:
@@ -282,10 +285,19 @@ class RealtimeEngine:
                context: Any = None, outputs: Optional[Iterable[str]] = None) -> bool:
         """Hand over an (H, W, 3) uint8 frame (numpy or tensor; not copied - do not modify it
         afterwards). Returns False if the engine is not running (the frame counts as dropped).
-        ``outputs`` overrides the configured outputs for this frame."""
+        ``outputs`` overrides the configured outputs for this frame.
+
+        A CUDA tensor must be ready on the caller's *current* stream when ``submit`` is called:
+        the engine records an event there and its compute stream waits for that event before
+        reading the frame (work queued later on that stream is not waited for)."""
         if outputs is not None:
             outputs = check_outputs(outputs)
-        return self._enqueue(_Item(frame, None, None, stamp, str(source_id), context, bgr, outputs))
+        item = _Item(frame, None, None, stamp, str(source_id), context, bgr, outputs)
+        if isinstance(frame, torch.Tensor) and frame.is_cuda:
+            ev = torch.cuda.Event(enable_timing=False)
+            ev.record(torch.cuda.current_stream(frame.device))
+            item.frame_ready = ev
+        return self._enqueue(item)
 
     def submit_encoded(self, data: bytes, fmt: Optional[str], stamp: Any, source_id: str = "default",
                        context: Any = None, outputs: Optional[Iterable[str]] = None) -> bool:
@@ -413,11 +425,17 @@ class RealtimeEngine:
         it.shape = (h, w)
         if self._gpu_decode and fmt == "jpeg" and jpeg_complete(it.data):
             try:
-                with self._dev.use(self._streams.get("compute")):
+                # Its own stream: torchvision's decoder allocates on the current stream and
+                # writes from a private one; on the compute stream it would queue behind (and
+                # be waited for by) the batch still running there.
+                decode_s = self._streams.get("decode")
+                with self._dev.use(decode_s):
                     frame = decode_jpeg_device(it.data, self._dev.device)
+                    ready = self._dev.event(timing=False)
+                    ready.record(decode_s)
                 if tuple(frame.shape[:2]) != (h, w):
                     raise RuntimeError(f"nvJPEG gave {tuple(frame.shape[:2])}, header says {(h, w)}")
-                it.frame, it.bgr, it.on_device = frame, False, True
+                it.frame, it.bgr, it.on_device, it.frame_ready = frame, False, True, ready
             except Exception as exc:  # noqa: BLE001 - fall back to the CPU decoder
                 self._log_rate_limited("gpu_decode", "GPU JPEG decode failed (%s); decoding on the CPU", exc)
         if it.frame is None:
@@ -492,9 +510,13 @@ class RealtimeEngine:
             slot.uploaded.record(copy_s)
         if compute_s is not None:
             dev.wait(compute_s, slot.uploaded)
-            if any(it.on_device and it.data is None for it in group):
-                # caller-provided device tensors: assume they were made on the default stream
-                compute_s.wait_stream(torch.cuda.default_stream(dev.device))
+            for it in group:
+                if it.on_device and it.frame_ready is not None:
+                    # device frames (decoded on the decode stream, or a caller's tensor, see
+                    # submit()) are read on the compute stream: wait for them and tell the
+                    # caching allocator, so their memory is not reused before the copy runs.
+                    dev.wait(compute_s, it.frame_ready)
+                    dev.record_stream(it.frame, compute_s)
         with dev.use(compute_s):
             for j, it in enumerate(group):
                 if it.on_device:
@@ -518,7 +540,7 @@ class RealtimeEngine:
                 dev.record_stream(v, d2h_s)
                 host_out[k] = buf
             clock.end("download", d2h_s)
-            ready = dev.event(timing=False)  # one per batch: never re-recorded while waited on
+            ready = dev.event(timing=False, blocking=True)  # one per batch; the CPU sleeps on it
             ready.record(d2h_s)
             slot.ready = ready
         return _Batch(group, host_out, clock, ready=ready, slot=slot, wants=wants)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import threading
 import time
 import warnings
 from typing import Callable, Dict, Iterable, Optional, Tuple, Union
@@ -55,6 +56,12 @@ class TorchRunner:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._fn: Callable[[torch.Tensor], torch.Tensor] = self._eager
         self._graphs: Dict[int, Tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        # One owner for the graphs' static buffers: replays from several threads (the engine's
+        # worker and a predict() call) take the lock and run on one stream, so copy-in, replay
+        # and copy-out of one call are never interleaved with another's, on the CPU or the GPU.
+        self._graph_lock = threading.Lock()
+        self._graph_stream = None
+        self.graph_capture_error: Optional[str] = None
         self.compiled = False
         if device.type == "cuda":
             # Shapes are fixed (inference size x batch sizes): let cuDNN pick the fastest kernels.
@@ -72,13 +79,23 @@ class TorchRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         graph = self._graphs.get(x.shape[0])
         if graph is not None:
-            g, static_in, static_out = graph
-            static_in.copy_(x)
-            g.replay()
-            # The output buffer is rewritten by the next replay; readers run on this stream
-            # before that replay is enqueued, so stream order makes the reuse safe.
-            return static_out
+            return self._replay(graph, x)
         return self._fn(x)
+
+    def _replay(self, graph, x: torch.Tensor) -> torch.Tensor:
+        g, static_in, static_out = graph
+        caller = torch.cuda.current_stream(self.device)
+        with self._graph_lock:
+            side = self._graph_stream
+            side.wait_stream(caller)  # x is ready on the caller's stream
+            with torch.cuda.stream(side):
+                static_in.copy_(x)
+                g.replay()
+                out = static_out.clone()  # the next replay rewrites static_out
+            caller.wait_stream(side)
+            out.record_stream(caller)
+            x.record_stream(side)
+        return out
 
     def prepare(self, batch_sizes: Iterable[int], size: Size, *, compile: bool = False,
                 cuda_graphs: bool = False, warmup: bool = True) -> None:
@@ -123,17 +140,22 @@ class TorchRunner:
                         for _ in range(3):
                             self._fn(dummy[b])
                 torch.cuda.current_stream(self.device).wait_stream(side)
-                for b in batch_sizes:
+                # One memory pool for every batch size (only one graph replays at a time, see
+                # _replay); captured largest first, so the smaller ones fit in its blocks.
+                pool = torch.cuda.graph_pool_handle()
+                for b in sorted(batch_sizes, reverse=True):
                     static_in = dummy[b].clone()
                     g = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(g):
+                    with torch.cuda.graph(g, pool=pool):
                         static_out = self._fn(static_in)
                     self._graphs[b] = (g, static_in, static_out)
+            self._graph_stream = torch.cuda.Stream(self.device)
+            self.graph_capture_error = None
             log.info("captured CUDA graphs for batch sizes %s", batch_sizes)
         except Exception as exc:  # noqa: BLE001 - capture failure means: stay without graphs
             self._graphs.clear()
-            log.warning("CUDA graph capture failed (%s: %s); running without graphs",
-                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            self.graph_capture_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("CUDA graph capture failed (%s); running without graphs", self.graph_capture_error)
 
 
 # ----------------------------------------------------------------------------- ONNX

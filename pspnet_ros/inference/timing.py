@@ -48,8 +48,13 @@ class Device:
     def use(self, stream):
         return torch.cuda.stream(stream) if self.is_cuda and stream is not None else contextlib.nullcontext()
 
-    def event(self, timing: bool = True):
-        return torch.cuda.Event(enable_timing=timing) if self.is_cuda else CpuEvent()
+    def event(self, timing: bool = True, blocking: bool = False):
+        """A CUDA event (a ``CpuEvent`` on CPU). ``blocking=True`` for events the CPU waits on:
+        ``synchronize()`` then sleeps in the driver instead of spinning a core, which a robot
+        needs for its other nodes."""
+        if not self.is_cuda:
+            return CpuEvent()
+        return torch.cuda.Event(enable_timing=timing, blocking=blocking)
 
     def wait(self, stream, event) -> None:
         """Make ``stream`` wait for ``event`` (no-op on CPU)."""
