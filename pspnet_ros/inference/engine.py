@@ -173,6 +173,7 @@ class RealtimeEngine:
         self._ring_pos = 0
         self._streams: Dict[str, Any] = {}
         self._gpu_decode = self._dev.is_cuda and self._cfg.gpu_decode
+        self._warming = False
 
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
@@ -237,11 +238,41 @@ class RealtimeEngine:
             with self._dev.use(self._streams.get("compute")):
                 self.seg.prepare(cfg.max_batch, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs,
                                  warmup=cfg.warmup)
+        if cfg.warmup:
+            self._warm_pipeline()
         with self._lock:
             self._running = True
         self._thread = threading.Thread(target=self._worker, name="pspnet-engine", daemon=True)
         self._thread.start()
         return self
+
+    def _warm_pipeline(self) -> None:
+        """Run dummy frames at the inference size through the whole path once per ring slot
+        and batch size (1 and ``max_batch``): pinned and device buffers, resize/normalize,
+        forward, post-processing and download are all allocated and run before the first real
+        frame. Nothing is delivered or counted. Frames of another size allocate their own
+        buffers on first use."""
+        h, w = self.seg.inference_size
+        dummy = np.zeros((h, w, 3), np.uint8)
+        self._warming = True
+        t0 = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                for b in sorted({1, self._cfg.max_batch}):
+                    group = []
+                    for _ in range(b):
+                        it = _Item(dummy, None, None, None, "__warmup__", None, False, None)
+                        it.shape = (h, w)
+                        group.append(it)
+                    for _ in range(max(1, len(self._ring))):
+                        batch = self._launch(group)
+                        if batch is not None and batch.ready is not None:
+                            batch.ready.synchronize()
+            log.debug("engine pipeline warm-up in %.1f ms", (time.perf_counter() - t0) * 1000.0)
+        except Exception as exc:  # noqa: BLE001 - a real frame will report the problem
+            log.warning("engine warm-up failed (%s: %s)", type(exc).__name__, exc)
+        finally:
+            self._warming = False
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Stop accepting frames, discard pending ones (counted as dropped), finish the batches
@@ -451,7 +482,7 @@ class RealtimeEngine:
             h, w = group[0].shape
             out_size = (h, w) if cfg.output_resolution == "input" else self.seg.inference_size
             spec = ops.PostSpec(union - {"input"}, out_size, cfg.upsample, ops.alpha_weight(cfg.overlay_alpha))
-            if self.fault_hook is not None:
+            if self.fault_hook is not None and not self._warming:
                 self.fault_hook(group)
             clock = StageClock(self._dev)
             clock.add("decode", sum(it.decode_ms for it in group))
@@ -464,6 +495,8 @@ class RealtimeEngine:
                 out["input"] = frames
             return _Batch(group, out, clock, wants=wants)
         except Exception as exc:  # noqa: BLE001 - reported per frame
+            if self._warming:
+                raise
             if self._dev.is_cuda:
                 # Work enqueued before the failure may still read this ring slot: let it drain
                 # before the slot is reused.

@@ -70,7 +70,9 @@ class EngineConfig:
         CUDA, 1 on CPU.
     max_pixels: encoded frames announcing more pixels are refused before decoding (bombs).
     gpu_decode: decode JPEG on the GPU (nvJPEG) when the engine runs on CUDA.
-    warmup: run one dummy batch per batch size in ``start()`` (cuDNN autotuning, allocator).
+    warmup: in ``start()``, run the network once per batch size (cuDNN autotuning, allocator)
+        and dummy frames through the whole pipeline once per ring slot (pinned buffers,
+        pre/post-processing), so the first real frame is not slow.
     latency_window: how many recent frames the latency percentiles cover.
     """
 

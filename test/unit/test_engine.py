@@ -414,3 +414,20 @@ def test_size_grouping_keeps_each_sources_order(seg):
     assert not errors
     assert [r.stamp for r in results if r.source_id == "a"] == [0, 1, 3]
     assert [0, 2] in gate.batches and [3] in gate.batches
+
+
+def test_warmup_runs_the_whole_pipeline_without_delivering_anything(seg_torch_ops):
+    gate = Gate(hold="never")
+    results, errors = [], []
+    eng = RealtimeEngine(seg_torch_ops, EngineConfig(drop_policy="queue", max_batch=2, pipeline_depth=2,
+                                                     warmup=True),
+                         on_result=results.append, on_error=errors.append, fault_hook=gate, use_ring=True)
+    with eng:
+        # every ring slot holds its pinned input and output buffers before the first frame
+        assert len(eng._ring) == 3 and all(slot._host and slot._device for slot in eng._ring)
+        stats = eng.stats()
+        assert stats["submitted"] == stats["processed"] == stats["failed"] == 0
+        eng.submit(frame(), 0)
+        assert eng.flush(10)
+    assert [r.stamp for r in results] == [0] and not errors
+    assert gate.batches == [[0]]  # the fault hook never saw the warm-up
