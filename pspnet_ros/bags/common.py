@@ -12,7 +12,6 @@ JPEG/PNG on ``T/compressed``, the calibration on the sibling topic ``camera_info
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import shutil
 from contextlib import contextmanager
@@ -22,7 +21,10 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from pspnet_ros.camera_info import scale_camera_info_fields
+from pspnet_ros.class_info import class_info_json  # noqa: F401 (bc.class_info_json for pspnet bag)
 from pspnet_ros.errors import InputError
+from pspnet_ros.inference.inputs import compressed_image_format, decode_cpu
 
 LOGGER = logging.getLogger(__name__)
 
@@ -157,48 +159,17 @@ def camera_info_msg(intr: Intrinsics, stamp: int, frame_id: str):
                                                  do_rectify=False))
 
 
-def scale_camera_info(msg, width: int, height: int):
-    """A copy of a CameraInfo message describing the image resampled to ``width`` x ``height``.
-
-    K and P rows 0/1 scale with the image; D and R do not; a set ROI scales too.
-    """
+def scale_camera_info(msg, image_size: Tuple[int, int], out_size: Tuple[int, int]):
+    """A rosbags CameraInfo (header kept) for images resized from ``image_size`` to
+    ``out_size`` (both (h, w)): the node's scaling, :func:`pspnet_ros.camera_info.scale_camera_info_fields`."""
     t = typestore().types
-    if msg.width == width and msg.height == height:
-        return msg
-    if not msg.width or not msg.height:
-        raise InputError("camera_info has zero width/height: cannot scale it")
-    sx, sy = width / msg.width, height / msg.height
-    k = np.array(msg.k, dtype=np.float64).reshape(3, 3).copy()
-    p = np.array(msg.p, dtype=np.float64).reshape(3, 4).copy()
-    k[0] *= sx
-    k[1] *= sy
-    p[0] *= sx
-    p[1] *= sy
-    roi = msg.roi
-    roi = t["sensor_msgs/msg/RegionOfInterest"](
-        x_offset=int(round(roi.x_offset * sx)), y_offset=int(round(roi.y_offset * sy)),
-        height=int(round(roi.height * sy)), width=int(round(roi.width * sx)),
-        do_rectify=roi.do_rectify)
-    return t[CAMERA_INFO](header=msg.header, height=height, width=width,
-                          distortion_model=msg.distortion_model, d=msg.d, k=k.reshape(-1),
-                          r=msg.r, p=p.reshape(-1), binning_x=msg.binning_x,
-                          binning_y=msg.binning_y, roi=roi)
-
-
-def class_info_json(meta: dict, *, model_name: str = "", palette=None,
-                    drivable_classes: Sequence[str] = (), inference_size=None) -> str:
-    """``segmentation/class_info`` JSON (std_msgs/String), with the keys the node publishes."""
-    palette = meta.get("palette", []) if palette is None else palette
-    return json.dumps({
-        "model": model_name,
-        "dataset": meta.get("dataset"),
-        "classes": list(meta.get("classes", [])),
-        "palette": [[int(v) for v in c] for c in palette],
-        "ignore_index": meta.get("ignore_index"),
-        "drivable_classes": list(drivable_classes or meta.get("drivable_classes", [])),
-        "inference_size": list(inference_size) if inference_size else None,
-        "labels": "mono8 image: pixel value = index into classes",
-    })
+    f = scale_camera_info_fields(msg, image_size, out_size)
+    roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=f.roi_x_offset, y_offset=f.roi_y_offset,
+                                                height=f.roi_height, width=f.roi_width,
+                                                do_rectify=f.roi_do_rectify)
+    return t[CAMERA_INFO](header=msg.header, height=f.height, width=f.width,
+                          distortion_model=f.distortion_model, d=f.d, k=f.k, r=f.r, p=f.p,
+                          binning_x=f.binning_x, binning_y=f.binning_y, roi=roi)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -220,28 +191,23 @@ def image_to_rgb(msg) -> np.ndarray:
 
 
 def compressed_format(msg) -> str:
-    """'jpeg' or 'png' from a CompressedImage ``format`` (e.g. "rgb8; jpeg compressed bgr8")."""
-    fmt = str(msg.format).lower()
-    for name, keys in (("png", ("png",)), ("jpeg", ("jpeg", "jpg"))):
-        if any(k in fmt for k in keys):
-            return name
-    data = bytes(np.asarray(msg.data[:8], dtype=np.uint8))
-    if data.startswith(b"\x89PNG"):
-        return "png"
-    if data.startswith(b"\xff\xd8"):
-        return "jpeg"
-    raise InputError(f"unsupported CompressedImage format {msg.format!r} (need jpeg or png)")
+    """'jpeg' or 'png' for a CompressedImage: format field, bytes and decompression-bomb limit
+    checked by :func:`pspnet_ros.inference.inputs.compressed_image_format` (as the node does)."""
+    return compressed_image_format(msg.format, bytes(np.asarray(msg.data, dtype=np.uint8)))[0]
+
+
+def compressed_size(msg) -> Tuple[int, int]:
+    """(height, width) a CompressedImage announces (checked as in ``compressed_format``)."""
+    _, h, w = compressed_image_format(msg.format, bytes(np.asarray(msg.data, dtype=np.uint8)))
+    return h, w
 
 
 def decode_compressed(msg) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a JPEG/PNG sensor_msgs/CompressedImage."""
-    import cv2
-
-    compressed_format(msg)
-    bgr = cv2.imdecode(np.asarray(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"cannot decode CompressedImage ({msg.format!r}, {len(msg.data)} bytes)")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    """(H, W, 3) uint8 RGB from a JPEG/PNG sensor_msgs/CompressedImage (checked first, so a
+    decompression bomb is refused before decoding)."""
+    data = bytes(np.asarray(msg.data, dtype=np.uint8))
+    fmt, h, w = compressed_image_format(msg.format, data)
+    return np.ascontiguousarray(decode_cpu(data, fmt, h, w)[:, :, ::-1])
 
 
 def msg_to_rgb(msg, msgtype: str) -> np.ndarray:

@@ -305,12 +305,20 @@ def _run(reader, writer, engine, results, streams, info_to_stream, class_info, t
             if "camera_info" in stream.conns:
                 info = stream.camera_info.get(bc.header_ns(msg), stream.last_info)
                 if info is not None:
-                    h, w = item.labels.shape[:2]
-                    info = bc.scale_camera_info(info, w, h)
-                    entry.outputs["camera_info"] = ts.types[bc.CAMERA_INFO](
-                        header=msg.header, height=info.height, width=info.width,
-                        distortion_model=info.distortion_model, d=info.d, k=info.k, r=info.r,
-                        p=info.p, binning_x=info.binning_x, binning_y=info.binning_y, roi=info.roi)
+                    in_size = ((msg.height, msg.width) if stream.msgtype == bc.IMAGE
+                               else bc.compressed_size(msg))
+                    try:
+                        scaled = bc.scale_camera_info(info, in_size, item.labels.shape[:2])
+                    except InputError as exc:  # as the node: that frame's camera_info is skipped
+                        summary.failures.append(f"{stream.topic} @ {bc.header_ns(msg) / 1e9:.6f}: "
+                                                f"camera_info not written: {exc}")
+                        LOGGER.warning("camera_info not written: %s", exc)
+                    else:
+                        entry.outputs["camera_info"] = ts.types[bc.CAMERA_INFO](
+                            header=msg.header, height=scaled.height, width=scaled.width,
+                            distortion_model=scaled.distortion_model, d=scaled.d, k=scaled.k,
+                            r=scaled.r, p=scaled.p, binning_x=scaled.binning_x,
+                            binning_y=scaled.binning_y, roi=scaled.roi)
             summary.frames_done += 1
         bar.update(1)
 

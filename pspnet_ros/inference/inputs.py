@@ -170,6 +170,25 @@ def encoded_size(data: bytes, fmt: Optional[str] = None,
     return actual, height, width
 
 
+def compressed_image_format(format_field: Optional[str], data: bytes,
+                            max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[str, int, int]:
+    """The one check of a ``sensor_msgs/CompressedImage`` (node, engine and bag tools): its
+    ``format`` field (image_transport writes e.g. ``"jpeg"``, ``"png"`` or ``"bgr8; jpeg
+    compressed bgr8"``; empty means sniff the bytes; compressedDepth and other codecs are
+    refused), the bytes themselves (they must be what the field says) and the
+    decompression-bomb limit. Returns ``(fmt, height, width)`` without decoding."""
+    text = (format_field or "").strip().lower()
+    if "compresseddepth" in text:
+        raise InputError(f"compressed format {format_field!r} is a depth stream, not a camera image")
+    if text == "auto":
+        text = ""
+    if not text and isinstance(data, (bytes, bytearray)) and data and sniff_format(bytes(data[:8])) is None:
+        raise InputError("empty compressed format and the data is neither JPEG nor PNG")
+    if text and not any(k in text for k in ("png", "jpeg", "jpg")):
+        raise InputError(f"unsupported compressed format {format_field!r}: only JPEG and PNG are decoded")
+    return encoded_size(data, text or None, max_pixels)
+
+
 def decode_cpu(data: bytes, fmt: str, height: int, width: int) -> np.ndarray:
     """Decode to an (H, W, 3) uint8 **BGR** array with OpenCV (libjpeg-turbo / libpng).
 

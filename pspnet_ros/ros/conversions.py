@@ -8,6 +8,7 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from ..camera_info import scale_camera_info_fields
 from ..errors import InputError
 from ..image_codec import DecodedImage, decode_image, encode_image
 
@@ -54,76 +55,26 @@ def numpy_to_image(array: np.ndarray, encoding: Optional[str], header: Header) -
                  is_bigendian=f.is_bigendian, step=f.step, data=f.data)
 
 
-def compressed_format(msg: CompressedImage) -> str:
-    """'jpeg' or 'png' from a CompressedImage ``format`` field.
+def compressed_format(msg: CompressedImage, max_pixels: Optional[int] = None) -> str:
+    """'jpeg' or 'png' for a CompressedImage: its format field, its bytes and the
+    decompression-bomb limit checked by :func:`pspnet_ros.inference.inputs.compressed_image_format`."""
+    from ..inference.inputs import DEFAULT_MAX_PIXELS, compressed_image_format
 
-    image_transport writes e.g. ``"jpeg"``, ``"png"`` or ``"bgr8; jpeg compressed bgr8"``;
-    compressedDepth and anything else are refused.
-    """
-    text = (msg.format or "").lower()
-    if "compresseddepth" in text:
-        raise InputError(f"compressed format {msg.format!r} is a depth stream, not a camera image")
-    if "jpeg" in text or "jpg" in text:
-        return "jpeg"
-    if "png" in text:
-        return "png"
-    if not text.strip():
-        # image_transport always fills it; an empty format gets sniffed from the magic bytes.
-        head = bytes(msg.data[:8])
-        if head.startswith(b"\xff\xd8"):
-            return "jpeg"
-        if head.startswith(b"\x89PNG"):
-            return "png"
-        raise InputError("empty compressed format and the data is neither JPEG nor PNG")
-    raise InputError(f"unsupported compressed format {msg.format!r}: only JPEG and PNG are decoded")
-
-
-def camera_info_size(info: CameraInfo) -> Tuple[int, int]:
-    """(height, width) of the images that ``info`` describes, after ROI and binning."""
-    bx = info.binning_x or 1
-    by = info.binning_y or 1
-    roi = info.roi
-    w = roi.width if roi.width else info.width
-    h = roi.height if roi.height else info.height
-    return h // by, w // bx
+    return compressed_image_format(msg.format, bytes(msg.data), max_pixels or DEFAULT_MAX_PIXELS)[0]
 
 
 def scale_camera_info(info: CameraInfo, image_size: Tuple[int, int], out_size: Tuple[int, int],
                       header: Header) -> CameraInfo:
-    """``info`` for images resized from ``image_size`` to ``out_size`` (both (h, w)).
-
-    Same convention as image_proc's resize: K and P scale with the image, the distortion model
-    is unchanged, width/height/ROI follow the new size. Raises InputError when ``info``
-    does not describe images of ``image_size`` (the calibration belongs to another stream).
-    """
-    if info.width == 0 or info.height == 0:
-        raise InputError("camera_info has width/height 0 (uncalibrated), cannot scale it")
-    if camera_info_size(info) != tuple(image_size):
-        ih, iw = camera_info_size(info)
-        raise InputError(f"camera_info describes {iw}x{ih} images but the image is "
-                         f"{image_size[1]}x{image_size[0]}")
-    sy = out_size[0] / image_size[0]
-    sx = out_size[1] / image_size[1]
+    """``info`` for images resized from ``image_size`` to ``out_size`` (both (h, w)), stamped
+    with ``header``; the scaling is :func:`pspnet_ros.camera_info.scale_camera_info_fields`."""
+    f = scale_camera_info_fields(info, image_size, out_size)
     out = CameraInfo()
     out.header = header
-    out.height = int(round(info.height * sy))
-    out.width = int(round(info.width * sx))
-    out.distortion_model = info.distortion_model
-    out.d = info.d
-    k = np.asarray(info.k, dtype=np.float64).reshape(3, 3).copy()
-    k[0] *= sx
-    k[1] *= sy
-    out.k = k.ravel()
-    out.r = info.r
-    p = np.asarray(info.p, dtype=np.float64).reshape(3, 4).copy()
-    p[0] *= sx
-    p[1] *= sy
-    out.p = p.ravel()
-    out.binning_x = info.binning_x
-    out.binning_y = info.binning_y
-    out.roi.x_offset = int(round(info.roi.x_offset * sx))
-    out.roi.y_offset = int(round(info.roi.y_offset * sy))
-    out.roi.width = int(round(info.roi.width * sx))
-    out.roi.height = int(round(info.roi.height * sy))
-    out.roi.do_rectify = info.roi.do_rectify
+    out.height, out.width = f.height, f.width
+    out.distortion_model = f.distortion_model
+    out.d, out.k, out.r, out.p = f.d, f.k, f.r, f.p
+    out.binning_x, out.binning_y = f.binning_x, f.binning_y
+    out.roi.x_offset, out.roi.y_offset = f.roi_x_offset, f.roi_y_offset
+    out.roi.width, out.roi.height = f.roi_width, f.roi_height
+    out.roi.do_rectify = f.roi_do_rectify
     return out

@@ -32,7 +32,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 
-from ..bags.common import class_info_json
+from ..class_info import class_info_json
 from ..errors import InputError
 from . import diagnostics, params as node_params, qos
 from .conversions import check_header, compressed_format, image_to_numpy, numpy_to_image, scale_camera_info

@@ -159,7 +159,7 @@ def test_make_bag_errors_leave_nothing_behind(frames_dir, tmp_path, capsys):
 
 def test_scale_camera_info_scales_k_and_p_only():
     msg = bc.camera_info_msg(bc.KITTI_P2, 0, "camera")
-    half = bc.scale_camera_info(msg, 621, 188)
+    half = bc.scale_camera_info(msg, (375, 1242), (188, 621))
     k = np.array(half.k).reshape(3, 3)
     assert k[0, 0] == pytest.approx(721.5377 / 2) and k[1, 1] == pytest.approx(721.5377 * 188 / 375)
     assert k[0, 2] == pytest.approx(609.5593 / 2) and k[2, 2] == 1.0
@@ -183,9 +183,10 @@ def test_decoding_rejects_unusable_messages():
     with pytest.raises(InputError, match="32FC1"):
         bc.image_to_rgb(bad)
     png = bc.compressed_msg(b"\x89PNG\r\n\x1a\nxx", "", 0, "c")
-    assert bc.compressed_format(png) == "png"
-    with pytest.raises(InputError, match="cannot decode"):
-        bc.decode_compressed(png)
+    # sniffed as PNG, refused from its header before any decoding (as in the node)
+    for check in (bc.compressed_format, bc.decode_compressed):
+        with pytest.raises(InputError, match="PNG data truncated"):
+            check(png)
 
 
 def test_shipped_sample_is_real_kitti_val_with_attribution(data_root):
