@@ -136,22 +136,12 @@ def bag_frames(bag: Path) -> Dict[int, np.ndarray]:
 
 
 def write_video(path: Path, frames: List[np.ndarray], fps: float) -> Path:
-    """H.264 MP4 (yuv420p, so the size is padded to even numbers by repeating the edge)."""
-    import av
-    from fractions import Fraction
+    """H.264 MP4 of ``frames`` (the package's one writer, ``inference.media.VideoWriter``)."""
+    from .inference.media import VideoWriter
 
-    h, w = frames[0].shape[:2]
-    ph, pw = h + h % 2, w + w % 2
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
-        stream.options = {"crf": "20", "preset": "medium"}
+    with VideoWriter(path, fps) as writer:
         for f in frames:
-            f = np.pad(f, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            writer.write(f)
     return path
 
 

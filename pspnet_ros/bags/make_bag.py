@@ -85,29 +85,16 @@ def list_images(folder: Path, pattern: str = "*") -> List[Path]:
 
 
 def video_frames(path: Path) -> Iterator[Frame]:
-    import av
+    from ..inference.media import read_video
 
-    try:
-        container = av.open(str(path))
-    except Exception as exc:
-        raise InputError(f"cannot open video {path}: {exc}") from exc
-    with container:
-        if not container.streams.video:
-            raise InputError(f"{path} has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
-            yield Frame(name=f"{path.stem}:{i}", rgb=frame.to_ndarray(format="rgb24"))
+    for i, rgb in enumerate(read_video(path)):
+        yield Frame(name=f"{path.stem}:{i}", rgb=rgb)
 
 
 def video_rate(path: Path) -> Optional[float]:
-    import av
+    from ..inference.media import video_info
 
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            return None
-        rate = container.streams.video[0].average_rate
-        return float(rate) if rate else None
+    return video_info(path)[1]
 
 
 def iter_frames(inputs: Sequence[Path], pattern: str = "*") -> Iterator[Frame]:

@@ -186,7 +186,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 engine.submit(frame, stamp=None, source_id="infer",
                               context={"label": str(path), "name": name, "video": None})
             else:
-                _, fps = video_info(path)
+                fps = video_info(path)[1] or 10.0  # players need a rate; 10 Hz if the file has none
                 writer.open_video(name, fps)
                 index, prev = 0, None
                 try:

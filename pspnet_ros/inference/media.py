@@ -12,6 +12,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import InputError
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -62,22 +64,30 @@ def write_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path, compress_level=1)
 
 
-def video_info(path: Path) -> Tuple[Optional[int], float]:
-    """(frame count or None if unknown, frames per second)."""
+def _open_video(path: Path):
     import av
 
-    with av.open(str(path)) as container:
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # noqa: BLE001 - PyAV raises many types for unreadable files
+        raise InputError(f"cannot open video {path}: {exc}") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path} has no video stream")
+    return container
+
+
+def video_info(path: Path) -> Tuple[Optional[int], Optional[float]]:
+    """(frame count, frames per second); either is None when the file does not say."""
+    with _open_video(path) as container:
         stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or Fraction(10)
-        frames = stream.frames or None
-        return frames, float(rate)
+        rate = stream.average_rate or stream.guessed_rate
+        return (stream.frames or None), (float(rate) if rate else None)
 
 
 def read_video(path: Path) -> Iterator[np.ndarray]:
-    """Yield (H, W, 3) uint8 RGB frames."""
-    import av
-
-    with av.open(str(path)) as container:
+    """Yield (H, W, 3) uint8 RGB frames (the one video reader: CLIs and ``make-bag``)."""
+    with _open_video(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for frame in container.decode(stream):
@@ -85,8 +95,8 @@ def read_video(path: Path) -> Iterator[np.ndarray]:
 
 
 class VideoWriter:
-    """H.264 MP4 writer (libx264, yuv420p). Odd frame sizes are padded by one edge pixel
-    because 4:2:0 chroma needs even dimensions."""
+    """The one H.264 MP4 writer (libx264, yuv420p). Odd frame sizes are padded by one edge
+    pixel because 4:2:0 chroma needs even dimensions."""
 
     def __init__(self, path: Path, fps: float, crf: int = 20) -> None:
         import av
