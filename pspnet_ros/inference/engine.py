@@ -8,20 +8,10 @@ With ``"queue"`` frames wait in one bounded FIFO and ``submit`` blocks while it 
 to ``max_batch`` frames at once (one per source with ``latest``) and runs frames of the same
 size in one forward pass.
 
-CUDA pipeline (per batch, ``pipeline_depth`` batches in flight)::
-
-    worker (CPU)     copy frames into a pinned ring slot
-    copy stream      H2D (non_blocking) ---------- event "uploaded"
-    compute stream        wait uploaded -> resize/normalize -> forward (autocast,
-                          channels_last, CUDA graph) -> upsample/argmax/colorize/blend
-                                                   ---------- event "computed"
-    d2h stream                 wait computed -> D2H of the uint8 outputs into pinned memory
-                                                   ---------- event "ready"
-    worker (CPU)     (after launching the next batch) wait ready -> copy out -> on_result
-
-so the upload of batch N+1 and the download of batch N overlap the compute of N and N+1.
-Stage times come from CUDA events on those streams. On CPU the same code runs with no-op
-streams and wall-clock events (``timing.Device``), synchronously.
+CUDA (``pipeline.py``): batches go through a pinned ring over copy / compute / download streams,
+``pipeline_depth`` of them in flight, so the upload of batch N+1 and the download of batch N
+overlap the compute of N and N+1; encoded frames are decoded by ``decode.py`` (nvJPEG on its own
+stream on CUDA). On CPU the same code runs with no-op streams, synchronously.
 
 Errors never stop the worker: a bad frame (InputError) is reported as ``bad_input``, a CUDA
 out-of-memory as ``oom`` (after ``torch.cuda.empty_cache()``), anything else as ``failed``,
@@ -42,7 +32,9 @@ import torch
 
 from ..errors import InputError
 from . import ops
-from .inputs import decode_cpu, decode_jpeg_device, encoded_size, jpeg_complete, validate_frame
+from .decode import decode_item
+from .inputs import validate_frame
+from .pipeline import Batch, CudaPipeline, Item, wants_device_input
 from .segmenter import Segmenter, rgb_view, to_numpy_outputs
 from .timing import Device, LatencyWindow, StageClock, StageWindow
 from .types import ERROR_KINDS, EngineConfig, FrameError, FrameResult, check_outputs
@@ -52,68 +44,6 @@ log = logging.getLogger(__name__)
 #: Settings ``update()`` may change while running (the rest need a new engine).
 RUNTIME_SETTINGS = ("overlay_alpha", "outputs", "drivable_classes", "upsample", "output_resolution")
 _LOG_EVERY_S = 5.0
-
-
-class _Item:
-    """One submitted frame on its way through the engine."""
-
-    __slots__ = ("frame", "data", "fmt", "stamp", "source_id", "context", "bgr", "outputs",
-                 "t_submit", "shape", "decode_ms", "on_device", "frame_ready")
-
-    def __init__(self, frame, data, fmt, stamp, source_id, context, bgr, outputs) -> None:
-        self.frame, self.data, self.fmt = frame, data, fmt
-        self.stamp, self.source_id, self.context = stamp, source_id, context
-        self.bgr, self.outputs = bool(bgr), outputs
-        self.t_submit = 0.0
-        self.shape: Optional[Tuple[int, int]] = None
-        self.decode_ms = 0.0
-        self.on_device = False
-        # CUDA event after which ``frame`` may be read (a caller's stream at submit time, or
-        # the decode stream); None for host frames.
-        self.frame_ready = None
-
-
-class _Batch:
-    """A launched batch: its frames, outputs (device tensors / host buffers) and timing."""
-
-    __slots__ = ("items", "outputs", "clock", "ready", "slot", "t_launch", "wants")
-
-    def __init__(self, items, outputs, clock, ready=None, slot=None, wants=None) -> None:
-        self.items, self.outputs, self.clock = items, outputs, clock
-        self.ready, self.slot, self.wants = ready, slot, wants
-        self.t_launch = time.perf_counter()
-
-
-class _RingSlot:
-    """Pinned host and device buffers of one in-flight batch, reused round-robin."""
-
-    def __init__(self, dev: Device) -> None:
-        self.dev = dev
-        self.uploaded = dev.event(timing=False)
-        self.computed = dev.event(timing=False)
-        self.ready = dev.event(timing=False, blocking=True)
-        self.used = False
-        self._host: Dict[Tuple, torch.Tensor] = {}
-        self._device: Dict[Tuple, torch.Tensor] = {}
-
-    def _buffer(self, cache: Dict, key: Tuple, shape: Tuple[int, ...], dtype, device, pin: bool) -> torch.Tensor:
-        buf = cache.get(key)
-        if buf is None or tuple(buf.shape) != shape:
-            if len(cache) > 8:  # camera sizes changed a lot: do not hoard pinned memory
-                cache.clear()
-            buf = torch.empty(shape, dtype=dtype, device=device, pin_memory=pin)
-            cache[key] = buf
-        return buf
-
-    def host(self, name: str, shape: Tuple[int, ...], dtype=torch.uint8) -> torch.Tensor:
-        return self._buffer(self._host, (name,) + shape, shape, dtype, "cpu", self.dev.is_cuda)
-
-    def device_in(self, shape: Tuple[int, ...]) -> torch.Tensor:
-        return self._buffer(self._device, shape, shape, torch.uint8, self.dev.device, False)
-
-
-def _wants_device_input(group: Sequence[_Item], wants: Sequence[FrozenSet[str]]) -> bool:
-    return any(it.on_device and "input" in w for it, w in zip(group, wants))
 
 
 def classify_error(exc: BaseException) -> str:
@@ -169,8 +99,7 @@ class RealtimeEngine:
         # use_ring=True on CPU runs the CUDA pipeline code with no-op streams (tests).
         self._use_ring = self._dev.is_cuda if use_ring is None else bool(use_ring)
         self._depth = self._cfg.pipeline_depth or (2 if self._dev.is_cuda else 1)
-        self._ring: List[_RingSlot] = []
-        self._ring_pos = 0
+        self._pipe: Optional[CudaPipeline] = None
         self._streams: Dict[str, Any] = {}
         self._gpu_decode = self._dev.is_cuda and self._cfg.gpu_decode
         self._warming = False
@@ -179,8 +108,8 @@ class RealtimeEngine:
         self._work = threading.Condition(self._lock)
         self._space = threading.Condition(self._lock)
         self._idle = threading.Condition(self._lock)
-        self._slots: "OrderedDict[str, _Item]" = OrderedDict()
-        self._fifo: Deque[_Item] = deque()
+        self._slots: "OrderedDict[str, Item]" = OrderedDict()
+        self._fifo: Deque[Item] = deque()
         self._outstanding = 0
         self._running = False
         self._thread: Optional[threading.Thread] = None
@@ -229,11 +158,9 @@ class RealtimeEngine:
         if self._thread is not None and self._thread.is_alive():
             return self
         cfg = self._cfg
-        if self._dev.is_cuda and not self._streams:
-            self._streams = {"copy": self._dev.stream(), "compute": self._dev.stream(),
-                             "d2h": self._dev.stream(), "decode": self._dev.stream()}
-        if self._use_ring and not self._ring:
-            self._ring = [_RingSlot(self._dev) for _ in range(self._depth + 1)]
+        if self._pipe is None and (self._use_ring or self._dev.is_cuda):
+            self._pipe = CudaPipeline(self._dev, self._depth, cfg.max_batch)
+            self._streams = self._pipe.streams
         if cfg.warmup or cfg.compile or cfg.cuda_graphs:
             with self._dev.use(self._streams.get("compute")):
                 self.seg.prepare(cfg.max_batch, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs,
@@ -261,10 +188,10 @@ class RealtimeEngine:
                 for b in sorted({1, self._cfg.max_batch}):
                     group = []
                     for _ in range(b):
-                        it = _Item(dummy, None, None, None, "__warmup__", None, False, None)
+                        it = Item(dummy, None, None, None, "__warmup__", None, False, None)
                         it.shape = (h, w)
                         group.append(it)
-                    for _ in range(max(1, len(self._ring))):
+                    for _ in range(len(self._pipe.ring) if self._use_ring and self._pipe else 1):
                         batch = self._launch(group)
                         if batch is not None and batch.ready is not None:
                             batch.ready.synchronize()
@@ -323,7 +250,7 @@ class RealtimeEngine:
         reading the frame (work queued later on that stream is not waited for)."""
         if outputs is not None:
             outputs = check_outputs(outputs)
-        item = _Item(frame, None, None, stamp, str(source_id), context, bgr, outputs)
+        item = Item(frame, None, None, stamp, str(source_id), context, bgr, outputs)
         if isinstance(frame, torch.Tensor) and frame.is_cuda:
             ev = torch.cuda.Event(enable_timing=False)
             ev.record(torch.cuda.current_stream(frame.device))
@@ -336,7 +263,7 @@ class RealtimeEngine:
         CUDA, OpenCV otherwise). ``fmt``: 'jpeg', 'png' or None to detect."""
         if outputs is not None:
             outputs = check_outputs(outputs)
-        return self._enqueue(_Item(None, data, fmt, stamp, str(source_id), context, False, outputs))
+        return self._enqueue(Item(None, data, fmt, stamp, str(source_id), context, False, outputs))
 
     def _source(self, sid: str) -> _SourceStats:
         s = self._sources.get(sid)
@@ -348,7 +275,7 @@ class RealtimeEngine:
         self._source(sid).dropped += 1
         self._total.dropped += 1
 
-    def _enqueue(self, item: _Item) -> bool:
+    def _enqueue(self, item: Item) -> bool:
         cfg = self._cfg
         with self._lock:
             src = self._source(item.source_id)
@@ -375,14 +302,14 @@ class RealtimeEngine:
             self._work.notify()
         return True
 
-    def _take(self, block: bool) -> List[_Item]:
+    def _take(self, block: bool) -> List[Item]:
         max_batch = self._cfg.max_batch
         with self._lock:
             while not (self._slots or self._fifo):
                 if not block or not self._running:
                     return []
                 self._work.wait(0.5)
-            items: List[_Item] = []
+            items: List[Item] = []
             # Oldest pending first (slots are re-inserted on every submit, so dict order is
             # submit order): fair across sources.
             while self._slots and len(items) < max_batch:
@@ -396,7 +323,7 @@ class RealtimeEngine:
 
     def _worker(self) -> None:
         dev_ctx = torch.cuda.device(self._dev.device) if self._dev.is_cuda else contextlib.nullcontext()
-        inflight: Deque[_Batch] = deque()
+        inflight: Deque[Batch] = deque()
         with dev_ctx, torch.inference_mode():
             while True:
                 try:
@@ -420,23 +347,26 @@ class RealtimeEngine:
                         b = inflight.popleft()
                         self._fail(b.items, RuntimeError("batch lost after an engine error"))
 
-    def _prepare(self, items: List[_Item]) -> List[List[_Item]]:
+    def _prepare(self, items: List[Item]) -> List[List[Item]]:
         """Validate / decode each frame (failures reported singly), then group the frames of
         the take by size: frames of one size batch together even when cameras of other sizes
         came in between (groups in order of their first frame), without reordering any one
         source's frames."""
-        ok: List[_Item] = []
+        ok: List[Item] = []
         for it in items:
             try:
                 if it.data is not None:
-                    self._decode(it)
+                    decode_item(it, self._dev, max_pixels=self._cfg.max_pixels,
+                                gpu_decode=self._gpu_decode, decode_s=self._streams.get("decode"),
+                                on_gpu_failure=lambda exc: self._log_rate_limited(
+                                    "gpu_decode", "GPU JPEG decode failed (%s); decoding on the CPU", exc))
                 else:
                     it.shape = validate_frame(it.frame, self._cfg.max_pixels)
                     it.on_device = isinstance(it.frame, torch.Tensor) and it.frame.device.type != "cpu"
                 ok.append(it)
             except Exception as exc:  # noqa: BLE001 - reported per frame
                 self._fail([it], exc)
-        groups: List[List[_Item]] = []
+        groups: List[List[Item]] = []
         by_shape: Dict[Tuple[int, int], int] = {}   # shape -> index of its newest group
         last_of: Dict[str, int] = {}                # source -> index of its newest group
         for it in ok:
@@ -450,31 +380,7 @@ class RealtimeEngine:
             last_of[it.source_id] = g
         return groups
 
-    def _decode(self, it: _Item) -> None:
-        t0 = time.perf_counter()
-        fmt, h, w = encoded_size(it.data, it.fmt, self._cfg.max_pixels)
-        it.shape = (h, w)
-        if self._gpu_decode and fmt == "jpeg" and jpeg_complete(it.data):
-            try:
-                # Its own stream: torchvision's decoder allocates on the current stream and
-                # writes from a private one; on the compute stream it would queue behind (and
-                # be waited for by) the batch still running there.
-                decode_s = self._streams.get("decode")
-                with self._dev.use(decode_s):
-                    frame = decode_jpeg_device(it.data, self._dev.device)
-                    ready = self._dev.event(timing=False)
-                    ready.record(decode_s)
-                if tuple(frame.shape[:2]) != (h, w):
-                    raise RuntimeError(f"nvJPEG gave {tuple(frame.shape[:2])}, header says {(h, w)}")
-                it.frame, it.bgr, it.on_device, it.frame_ready = frame, False, True, ready
-            except Exception as exc:  # noqa: BLE001 - fall back to the CPU decoder
-                self._log_rate_limited("gpu_decode", "GPU JPEG decode failed (%s); decoding on the CPU", exc)
-        if it.frame is None:
-            it.frame, it.bgr = decode_cpu(it.data, fmt, h, w), True  # OpenCV decodes to BGR
-        it.data = None  # free the bytes early
-        it.decode_ms = (time.perf_counter() - t0) * 1000.0
-
-    def _launch(self, group: List[_Item]) -> Optional[_Batch]:
+    def _launch(self, group: List[Item]) -> Optional[Batch]:
         cfg, luts = self._cfg, self._luts
         try:
             wants = [it.outputs if it.outputs is not None else cfg.outputs for it in group]
@@ -487,13 +393,13 @@ class RealtimeEngine:
             clock = StageClock(self._dev)
             clock.add("decode", sum(it.decode_ms for it in group))
             if self._use_ring:
-                return self._launch_ring(group, spec, luts, clock, wants)
+                return self._pipe.launch(self.seg, group, spec, luts, clock, wants)
             with clock.stage("upload"):
                 frames = self.seg.to_device_batch([it.frame for it in group], [it.bgr for it in group])
             out = self.seg.run_batch(frames, spec, luts, clock)
-            if _wants_device_input(group, wants):
+            if wants_device_input(group, wants):
                 out["input"] = frames
-            return _Batch(group, out, clock, wants=wants)
+            return Batch(group, out, clock, wants=wants)
         except Exception as exc:  # noqa: BLE001 - reported per frame
             if self._warming:
                 raise
@@ -507,78 +413,7 @@ class RealtimeEngine:
             self._fail(group, exc)
             return None
 
-    def _launch_ring(self, group, spec, luts, clock, wants) -> _Batch:
-        dev, streams = self._dev, self._streams
-        copy_s, compute_s, d2h_s = streams.get("copy"), streams.get("compute"), streams.get("d2h")
-        slot = self._ring[self._ring_pos % len(self._ring)]
-        self._ring_pos += 1
-        if slot.used:
-            # The worker keeps at most `depth` batches in flight and the ring has depth + 1
-            # slots, so this slot's last batch has been finished (copied out) already; the
-            # wait only guards the device-side reads of its buffers.
-            slot.ready.synchronize()
-        slot.used = True
-        b = len(group)
-        h, w = group[0].shape
-        shape = (self._cfg.max_batch, h, w, 3)
-        host_in = slot.host("input", shape)
-        dev_in = slot.device_in(shape)
-        host_rows = [j for j, it in enumerate(group) if not it.on_device]
-        t0 = time.perf_counter()
-        if host_rows:
-            host_np = host_in.numpy()
-            for j in host_rows:
-                it = group[j]
-                f = it.frame.numpy() if isinstance(it.frame, torch.Tensor) else it.frame
-                np.copyto(host_np[j], f[..., ::-1] if it.bgr else f)
-        clock.add("pin", (time.perf_counter() - t0) * 1000.0)
-        with dev.use(copy_s):
-            clock.begin("upload", copy_s)
-            if len(host_rows) == b:
-                dev_in[:b].copy_(host_in[:b], non_blocking=True)
-            else:
-                for j in host_rows:
-                    dev_in[j].copy_(host_in[j], non_blocking=True)
-            clock.end("upload", copy_s)
-            slot.uploaded.record(copy_s)
-        if compute_s is not None:
-            dev.wait(compute_s, slot.uploaded)
-            for it in group:
-                if it.on_device and it.frame_ready is not None:
-                    # device frames (decoded on the decode stream, or a caller's tensor, see
-                    # submit()) are read on the compute stream: wait for them and tell the
-                    # caching allocator, so their memory is not reused before the copy runs.
-                    dev.wait(compute_s, it.frame_ready)
-                    dev.record_stream(it.frame, compute_s)
-        with dev.use(compute_s):
-            for j, it in enumerate(group):
-                if it.on_device:
-                    dev_in[j].copy_(it.frame.flip(-1) if it.bgr else it.frame)
-            frames = dev_in[:b]
-            out = self.seg.run_batch(frames, spec, luts, clock)
-            if _wants_device_input(group, wants):
-                out["input"] = frames  # decoded on the device: download it only when asked
-            slot.computed.record(compute_s)
-        host_out: Dict[str, Any] = {}
-        with dev.use(d2h_s):
-            if d2h_s is not None:
-                dev.wait(d2h_s, slot.computed)
-            clock.begin("download", d2h_s)
-            for k, v in out.items():
-                if not isinstance(v, torch.Tensor):  # numpy post-processing: already on the host
-                    host_out[k] = v
-                    continue
-                buf = slot.host(k, (self._cfg.max_batch,) + tuple(v.shape[1:]), v.dtype)[:b]
-                buf.copy_(v, non_blocking=True)
-                dev.record_stream(v, d2h_s)
-                host_out[k] = buf
-            clock.end("download", d2h_s)
-            ready = dev.event(timing=False, blocking=True)  # one per batch; the CPU sleeps on it
-            ready.record(d2h_s)
-            slot.ready = ready
-        return _Batch(group, host_out, clock, ready=ready, slot=slot, wants=wants)
-
-    def _finish(self, batch: _Batch) -> None:
+    def _finish(self, batch: Batch) -> None:
         try:
             if batch.ready is not None:
                 batch.ready.synchronize()
@@ -606,8 +441,8 @@ class RealtimeEngine:
             self._deliver(it, result)
 
     @staticmethod
-    def _result(batch: _Batch, host: Dict[str, List[np.ndarray]], stages: Dict[str, float],
-                j: int, it: _Item) -> FrameResult:
+    def _result(batch: Batch, host: Dict[str, List[np.ndarray]], stages: Dict[str, float],
+                j: int, it: Item) -> FrameResult:
         want = batch.wants[j]
         timings = dict(stages)
         timings["queue"] = (batch.t_launch - it.t_submit) * 1000.0
@@ -626,7 +461,7 @@ class RealtimeEngine:
             confidence=pick("confidence"), input=inp, timings=timings,
             latency_ms=(time.perf_counter() - it.t_submit) * 1000.0)
 
-    def _deliver(self, it: _Item, result: FrameResult) -> None:
+    def _deliver(self, it: Item, result: FrameResult) -> None:
         if self.on_result is not None:
             try:
                 self.on_result(result)
@@ -647,7 +482,7 @@ class RealtimeEngine:
         if self._outstanding <= 0:
             self._idle.notify_all()
 
-    def _fail(self, items: Sequence[_Item], exc: BaseException) -> None:
+    def _fail(self, items: Sequence[Item], exc: BaseException) -> None:
         kind = classify_error(exc)
         if kind == "oom" and self._dev.is_cuda:
             torch.cuda.empty_cache()

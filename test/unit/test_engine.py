@@ -424,7 +424,7 @@ def test_warmup_runs_the_whole_pipeline_without_delivering_anything(seg_torch_op
                          on_result=results.append, on_error=errors.append, fault_hook=gate, use_ring=True)
     with eng:
         # every ring slot holds its pinned input and output buffers before the first frame
-        assert len(eng._ring) == 3 and all(slot._host and slot._device for slot in eng._ring)
+        assert len(eng._pipe.ring) == 3 and all(slot._host and slot._device for slot in eng._pipe.ring)
         stats = eng.stats()
         assert stats["submitted"] == stats["processed"] == stats["failed"] == 0
         eng.submit(frame(), 0)
