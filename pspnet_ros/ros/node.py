@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -36,7 +36,6 @@ from ..class_info import class_info_json
 from ..errors import InputError
 from . import diagnostics, params as node_params, qos
 from .conversions import check_header, compressed_format, image_to_numpy, numpy_to_image, scale_camera_info
-from .faults import fault_hook_from_env
 from .log_throttle import KindThrottle, problem_kind
 
 NODE_NAME = "segmentation_node"
@@ -51,6 +50,19 @@ BAD_INPUT_LOG_PERIOD_S = 5.0  # one log line per kind of bad frame per period
 
 class StartupError(RuntimeError):
     """The node cannot start with this configuration; the message says why (no traceback)."""
+
+
+class FatalDeviceError(RuntimeError):
+    """The engine cannot process frames any more (a sticky CUDA error, or too many consecutive
+    failures): the node exits with EXIT_FATAL so that ``respawn=True`` restarts it."""
+
+
+EXIT_FATAL = 3
+# Errors after which a CUDA context is unusable (every later call fails too): exit at once.
+STICKY_CUDA_ERRORS = ("illegal memory access", "device-side assert", "unspecified launch failure",
+                      "misaligned address", "an illegal instruction", "cuda error: unknown error",
+                      "device not ready", "uncorrectable ecc")
+FATAL_CHECK_PERIOD_S = 0.1
 
 
 # engine_factory(params, on_result, on_error) -> (segmenter, engine). The segmenter needs
@@ -103,9 +115,8 @@ def default_engine_factory(p: node_params.NodeParams, on_result: Callable[[Any],
                        overlay_alpha=p.overlay_alpha, drivable_classes=drivable,
                        outputs=frozenset(("labels",) + tuple(k for k, t in TOGGLES.items()
                                                              if getattr(p, t))),
-                       compile=p.compile)
-    return seg, RealtimeEngine(seg, cfg, on_result=on_result, on_error=on_error,
-                               fault_hook=fault_hook_from_env())  # None unless a test sets it
+                       compile=p.compile, cuda_graphs=p.cuda_graphs, max_batch=p.max_batch)
+    return seg, RealtimeEngine(seg, cfg, on_result=on_result, on_error=on_error)
 
 
 @dataclass(frozen=True)
@@ -156,6 +167,8 @@ class SegmentationNode(Node):
         super().__init__(node_name, **node_kwargs)
         self._engine: Any = None
         self._closing = False
+        self._consecutive_failures = 0
+        self._fatal: Optional[str] = None
         self._bad_log = KindThrottle(BAD_INPUT_LOG_PERIOD_S)
         try:
             self._setup(engine_factory)
@@ -196,6 +209,7 @@ class SegmentationNode(Node):
                                              clock=steady)
         self._qos_timer = (self.create_timer(QOS_CHECK_PERIOD_S, self._check_qos, clock=steady)
                            if self._forced is None else None)
+        self._fatal_timer = self.create_timer(FATAL_CHECK_PERIOD_S, self._check_fatal, clock=steady)
 
         self._engine.start()
         device = getattr(self._seg, "device", "?")
@@ -382,6 +396,7 @@ class SegmentationNode(Node):
                 if self._bad_log.allow((cam.index, problem_kind(str(exc)))) is not None:
                     self.get_logger().warning(f"{cam.prefix}camera_info not republished: {exc}")
         cam.stats.count("processed")
+        self._consecutive_failures = 0
         stamp_ns = ctx.header.stamp.sec * 1_000_000_000 + ctx.header.stamp.nanosec
         if stamp_ns > 0:
             # Node clock, so with use_sim_time this is sim now - stamp (bag replay stays meaningful).
@@ -403,6 +418,39 @@ class SegmentationNode(Node):
         cam.stats.count("failed", error=f"{err.kind}: {err.error}")
         self.get_logger().error(f"{cam.input_topic}: frame failed ({err.kind}): {err.error}",
                                 throttle_duration_sec=5.0)
+        # A frame-level failure never stops the node; a device that fails every frame does.
+        self._consecutive_failures += 1
+        text = str(err.error).lower()
+        limit = self.params.max_consecutive_failures
+        if any(k in text for k in STICKY_CUDA_ERRORS) and "cuda" in text:
+            self._declare_fatal(f"sticky CUDA error, the device is unusable: {err.error}")
+        elif limit and self._consecutive_failures >= limit:
+            self._declare_fatal(f"{self._consecutive_failures} consecutive frames failed in the engine "
+                                f"(max_consecutive_failures {limit}); last: {err.kind}: {err.error}")
+
+    def _declare_fatal(self, reason: str) -> None:
+        """Engine worker thread: remember why; the executor's fatal check stops the node."""
+        if self._fatal is None:
+            self._fatal = reason
+
+    def _check_fatal(self) -> None:
+        """Executor thread: after a fatal engine error, publish ERROR diagnostics, log why and
+        leave spin() (main exits with EXIT_FATAL)."""
+        if self._fatal is None or self._closing:
+            return
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        for cam in self._cameras:
+            status = DiagnosticStatus(level=DiagnosticStatus.ERROR, name=(
+                f"{self.get_fully_qualified_name()}: {cam.namespace}" if cam.namespace
+                else self.get_fully_qualified_name()), message=f"fatal: {self._fatal}",
+                hardware_id=f"{self._model_name}")
+            status.values = [KeyValue(key="fatal", value=self._fatal),
+                             KeyValue(key="exit code", value=str(EXIT_FATAL))]
+            array.status.append(status)
+        self._diag_pub.publish(array)
+        self.get_logger().fatal(f"stopping: {self._fatal} (exit code {EXIT_FATAL}; respawn restarts the node)")
+        raise FatalDeviceError(self._fatal)
 
     # ---------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
@@ -533,6 +581,8 @@ def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = defau
     except StartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
         return 2
+    except FatalDeviceError:
+        return EXIT_FATAL  # already logged and published by the node
     finally:
         if node is not None:
             node.close()

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 CHOICES: Dict[str, Tuple[str, ...]] = {
     "precision": ("fp32", "fp16", "bf16"),
@@ -55,7 +55,10 @@ class NodeParams:
     qos_reliability: str = "auto"
     cameras: Tuple[str, ...] = ()  # (): one camera, topics relative to the node namespace
     compile: bool = False
+    cuda_graphs: bool = False
+    max_batch: int = 4
     diagnostics_period: float = 1.0
+    max_consecutive_failures: int = 10  # 0: never exit on failures
 
 
 _T = ParameterType
@@ -108,10 +111,21 @@ _SPECS: Dict[str, Tuple[int, Any, str, Optional[Tuple[float, float]]]] = {
                 "the node namespace.", None),
     "compile": (_T.PARAMETER_BOOL, False,
                 "torch.compile the model at start-up (slower start, faster frames on CUDA).", None),
+    "cuda_graphs": (_T.PARAMETER_BOOL, False,
+                    "Capture CUDA graphs of the network for batch sizes 1..max_batch at start-up "
+                    "(CUDA only; fewer kernel launches per frame).", None),
+    "max_batch": (_T.PARAMETER_INTEGER, 4,
+                  "Most frames (of several cameras, or queued frames) in one forward pass.", None),
     "diagnostics_period": (_T.PARAMETER_DOUBLE, 1.0,
                            "Seconds between /diagnostics messages (and the statistics window).",
                            (0.1, 60.0)),
+    "max_consecutive_failures": (_T.PARAMETER_INTEGER, 10,
+                                 "Exit with code 3 (diagnostics ERROR first) after this many frames "
+                                 "in a row failed in the engine (not bad input), or at once on a "
+                                 "sticky CUDA error, so respawn restarts the node; 0 = never.", None),
 }
+# integer parameters -> inclusive range
+_INT_RANGES: Dict[str, Tuple[int, int]] = {"max_batch": (1, 16), "max_consecutive_failures": (0, 100000)}
 
 
 def descriptor(name: str) -> ParameterDescriptor:
@@ -122,6 +136,9 @@ def descriptor(name: str) -> ParameterDescriptor:
         d.additional_constraints = "one of: " + ", ".join(CHOICES[name])
     if frange is not None:
         d.floating_point_range = [FloatingPointRange(from_value=frange[0], to_value=frange[1], step=0.0)]
+    if name in _INT_RANGES:
+        lo, hi = _INT_RANGES[name]
+        d.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
     return d
 
 
@@ -185,7 +202,13 @@ def check_value(name: str, value: Any) -> Any:
         if dupes:
             raise ParameterError(f"parameter 'cameras' lists {', '.join(dupes)} more than once")
         return cams
-    if name in ("publish_color", "publish_overlay", "publish_drivable", "publish_confidence", "compile"):
+    if name in _INT_RANGES:
+        lo, hi = _INT_RANGES[name]
+        if isinstance(value, bool) or int(value) != value or not lo <= int(value) <= hi:
+            raise ParameterError(f"parameter '{name}' is {value!r}; it must be an integer from {lo} to {hi}")
+        return int(value)
+    if name in ("publish_color", "publish_overlay", "publish_drivable", "publish_confidence", "compile",
+                "cuda_graphs"):
         return bool(value)
     raise ParameterError(f"unknown parameter {name!r}")
 
@@ -227,11 +250,12 @@ def _describe_declare_error(name: str, exc: Exception) -> str:
     text = str(exc)
     ros_type = _SPECS[name][0]
     type_names = {_T.PARAMETER_STRING: "a string", _T.PARAMETER_DOUBLE: "a number (e.g. 1.0)",
+                  _T.PARAMETER_INTEGER: "an integer",
                   _T.PARAMETER_BOOL: "true or false", _T.PARAMETER_INTEGER_ARRAY: "a list of integers",
                   _T.PARAMETER_STRING_ARRAY: "a list of strings"}
     if "type" in text.lower():
         return f"parameter '{name}' has the wrong type; it must be {type_names.get(ros_type, 'another type')} ({text})"
-    frange = _SPECS[name][3]
+    frange = _SPECS[name][3] or _INT_RANGES.get(name)
     if frange is not None:
         return f"parameter '{name}' must be between {frange[0]} and {frange[1]} ({text})"
     return f"parameter '{name}': {text}"

@@ -49,7 +49,8 @@ class NodeProcess:
 
     def __init__(self, tmp: Path, domain: int, params: Dict[str, Any], *, namespace: str = "",
                  env: Optional[Dict[str, str]] = None, name: str = "node",
-                 params_text: Optional[str] = None, params_file: Optional[Path] = None) -> None:
+                 params_text: Optional[str] = None, params_file: Optional[Path] = None,
+                 script: Optional[Path] = None, script_args: Sequence[str] = ()) -> None:
         if params_file is not None:  # used as given (it may not even exist)
             self.params_file = params_file
         elif params_text is not None:  # a hand-written (possibly broken) parameters file
@@ -59,7 +60,9 @@ class NodeProcess:
             self.params_file = write_params(tmp / f"{name}.yaml", params)
         self.log_path = tmp / f"{name}.log"
         self._log = open(self.log_path, "w")
-        cmd = [PYTHON, "-m", "pspnet_ros.ros.node", "--ros-args", "--params-file", str(self.params_file)]
+        # script: a test entry point wrapping node.main(engine_factory=...) (fault injection)
+        head = [PYTHON, str(script), *script_args] if script else [PYTHON, "-m", "pspnet_ros.ros.node"]
+        cmd = head + ["--ros-args", "--params-file", str(self.params_file)]
         if namespace:
             cmd += ["-r", f"__ns:={namespace}"]
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env or ros_env(domain), stdout=self._log,

@@ -40,6 +40,8 @@ from ros_harness import (NodeProcess, RosClient, diag_values, domain_id_for, fin
 
 T0 = 1_700_000_300_000_000_000
 OOM_FRAME_ID = "inject_oom"
+FAIL_FRAME_ID = "inject_failure"
+FAULT_NODE = Path(__file__).resolve().parent / "fault_node.py"
 PARAMS = {"device": "cpu", "inference_size": [64, 192], "diagnostics_period": 0.2,
           "publish_color": False, "publish_overlay": False, "publish_drivable": False}
 BEST_EFFORT = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -202,10 +204,10 @@ def test_node_a_wrote_nowhere_near_its_parameters_and_used_no_network(readonly_c
 
 
 def test_node_before_camera_oom_output_qos_and_sigterm(tmp, domain, tiny_checkpoint, frames):
-    env = ros_env(domain, PSPNET_TEST_OOM_FRAME_ID=OOM_FRAME_ID)
     node = NodeProcess(tmp, domain, {"checkpoint": str(tiny_checkpoint), "qos_reliability": "auto",
                                      "output_resolution": "network", **PARAMS},
-                       namespace="/b", env=env, name="node_b")
+                       namespace="/b", name="node_b", script=FAULT_NODE,
+                       script_args=["--oom-frame-id", OOM_FRAME_ID])
     client = None
     flood = threading.Event()
     try:
@@ -324,3 +326,52 @@ def test_broken_checkpoints_and_parameter_files_exit_with_a_clear_message(tmp, d
     events = audit_hook.events(audit_log)
     assert not [e for e in events if e[0] == "unpickle"], events
     assert not [e for e in events if e[0] == "exec" and not any(a in e[2] for a in ALLOWED_EXEC)], events
+
+
+def test_persistent_engine_failure_ends_the_node_with_error_diagnostics(tmp, domain, tiny_checkpoint, frames):
+    """A device that fails every frame: fewer than max_consecutive_failures in a row keep the node
+    serving (a good frame resets the count); reaching it publishes ERROR diagnostics, logs why
+    and exits with code 3, the code the launch file's respawn restarts on."""
+    node = NodeProcess(tmp, domain, {"checkpoint": str(tiny_checkpoint), "max_consecutive_failures": 3,
+                                     **PARAMS},
+                       namespace="/f", name="node_f", script=FAULT_NODE,
+                       script_args=["--fail-frame-id", FAIL_FRAME_ID])
+    client = None
+    try:
+        node.wait_for_output("serving 1 camera", timeout=120)
+        client = RosClient(domain, name="camera_f")
+        pub = client.node.create_publisher(Image, "/f/image", reliable_qos(10))
+        labels, _ = client.collect(Image, "/f/segmentation/labels", reliable_qos(100))
+        diag, _ = client.collect(DiagnosticArray, "/diagnostics", reliable_qos(100))
+        frame = frames["small"]
+        warm_up(lambda s: pub.publish(image_msg(frame, s, "cam_f")), [labels])
+
+        def failed_total(at_least):
+            def ok(m):
+                s = find_status(m, "/f/segmentation_node")
+                return s is not None and int(diag_values(s).get("failed (total)", 0)) >= at_least
+            diag.wait_for(ok, 30, f"failed >= {at_least}\n" + node.output())
+
+        for k in range(2):  # two failures in a row, then a good frame: still serving
+            pub.publish(image_msg(frame, T0 + 500 + k, FAIL_FRAME_ID))
+            failed_total(k + 1)
+        pub.publish(image_msg(frame, T0 + 510, "cam_f"))
+        labels.wait_for(with_stamp(T0 + 510), 60, "the good frame after two failures")
+        assert node.proc.poll() is None, node.output()
+        for k in range(3):  # three in a row: fatal
+            pub.publish(image_msg(frame, T0 + 520 + k, FAIL_FRAME_ID))
+            time.sleep(0.3)
+        rc = node.wait_exit(30)
+        fatal = diag.wait_for(lambda m: any(s.message.startswith("fatal:") for s in m.status), 10,
+                              "the fatal diagnostics before the exit")
+    finally:
+        if client is not None:
+            client.close()
+        node.stop(signal.SIGKILL)
+    out = node.output()
+    print(f"node /f: persistent failure -> exit {rc}")
+    assert rc == 3, out
+    assert "3 consecutive frames failed" in out and "stopping:" in out and "Traceback" not in out, out
+    status = [s for s in fatal.status if s.message.startswith("fatal:")][0]
+    assert status.level in (2, b"\x02")  # DiagnosticStatus.ERROR
+    assert "simulated persistent device failure" in status.message

@@ -21,13 +21,23 @@ def test_every_parameter_has_a_descriptor_and_the_issue_list_is_complete():
     assert names == {"checkpoint", "device", "precision", "inference_size", "output_resolution",
                      "overlay_alpha", "drivable_classes", "publish_color", "publish_overlay",
                      "publish_drivable", "publish_confidence", "max_rate", "drop_policy",
-                     "input_transport", "qos_reliability", "cameras", "compile", "diagnostics_period"}
+                     "input_transport", "qos_reliability", "cameras", "compile", "cuda_graphs",
+                     "max_batch", "diagnostics_period", "max_consecutive_failures"}
     for name in names:
         d = P.descriptor(name)
         assert d.description and d.name == name
         assert d.read_only == (name not in P.RUNTIME), name
     assert P.descriptor("overlay_alpha").floating_point_range[0].to_value == 1.0
     assert "latest" in P.descriptor("drop_policy").additional_constraints
+    assert P.descriptor("max_batch").integer_range[0].to_value == 16
+
+
+@pytest.mark.parametrize("name,bad", [("max_batch", 0), ("max_batch", 17), ("max_batch", 2.5),
+                                      ("max_consecutive_failures", -1), ("max_batch", True)])
+def test_integer_parameters_are_range_checked(name, bad):
+    with pytest.raises(P.ParameterError, match=name):
+        P.params_from_values({name: bad})
+    assert P.params_from_values({"max_batch": 1, "max_consecutive_failures": 0}).max_batch == 1
 
 
 def test_config_file_documents_every_parameter_with_its_default():

@@ -1,0 +1,49 @@
+"""TEST-ONLY entry point: ``segmentation_node`` with a fault-injecting engine.
+
+    python test/ros/fault_node.py [--oom-frame-id ID] [--fail-frame-id ID] --ros-args ...
+
+The production node has no test seam but ``main(engine_factory=...)``: this script wraps the
+default factory and gives the engine a ``fault_hook`` that, just before the forward pass,
+raises ``torch.OutOfMemoryError`` for frames whose ``header.frame_id`` is ``--oom-frame-id``
+(a CUDA OOM cannot be provoked on a CPU test machine), or a persistent RuntimeError for every
+frame whose frame_id is ``--fail-frame-id`` (a device that fails every frame), so the node's
+real error paths run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+from pspnet_ros.ros import node
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--oom-frame-id", default=None)
+    parser.add_argument("--fail-frame-id", default=None)
+    args, ros_args = parser.parse_known_args(sys.argv[1:])
+
+    def hook(items: Sequence[Any]) -> None:
+        import torch
+
+        for item in items:
+            header = getattr(getattr(item, "context", None), "header", None)
+            if header is None:
+                continue
+            if args.oom_frame_id and header.frame_id == args.oom_frame_id:
+                raise torch.OutOfMemoryError(f"CUDA out of memory (simulated: frame_id {args.oom_frame_id!r})")
+            if args.fail_frame_id and header.frame_id == args.fail_frame_id:
+                raise RuntimeError(f"simulated persistent device failure (frame_id {args.fail_frame_id!r})")
+
+    def factory(p, on_result, on_error):
+        seg, engine = node.default_engine_factory(p, on_result, on_error)
+        engine.fault_hook = hook
+        return seg, engine
+
+    return node.main([sys.argv[0]] + ros_args, engine_factory=factory)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
