@@ -240,10 +240,13 @@ class RealtimeEngine:
     # ------------------------------------------------------------------ submitting
 
     def submit(self, frame: Any, stamp: Any, source_id: str = "default", bgr: bool = False,
-               context: Any = None, outputs: Optional[Iterable[str]] = None) -> bool:
+               context: Any = None, outputs: Optional[Iterable[str]] = None, *,
+               block: bool = True) -> bool:
         """Hand over an (H, W, 3) uint8 frame (numpy or tensor; not copied - do not modify it
         afterwards). Returns False if the engine is not running (the frame counts as dropped).
-        ``outputs`` overrides the configured outputs for this frame.
+        ``outputs`` overrides the configured outputs for this frame. With the ``queue`` policy
+        a full queue makes ``submit`` wait for space; ``block=False`` refuses the frame instead
+        (returns False, counted as dropped), for callers that must never wait (an executor).
 
         A CUDA tensor must be ready on the caller's *current* stream when ``submit`` is called:
         the engine records an event there and its compute stream waits for that event before
@@ -255,15 +258,17 @@ class RealtimeEngine:
             ev = torch.cuda.Event(enable_timing=False)
             ev.record(torch.cuda.current_stream(frame.device))
             item.frame_ready = ev
-        return self._enqueue(item)
+        return self._enqueue(item, block)
 
     def submit_encoded(self, data: bytes, fmt: Optional[str], stamp: Any, source_id: str = "default",
-                       context: Any = None, outputs: Optional[Iterable[str]] = None) -> bool:
+                       context: Any = None, outputs: Optional[Iterable[str]] = None, *,
+                       block: bool = True) -> bool:
         """Hand over JPEG/PNG bytes; they are checked and decoded on the worker (nvJPEG on
-        CUDA, OpenCV otherwise). ``fmt``: 'jpeg', 'png' or None to detect."""
+        CUDA, OpenCV otherwise). ``fmt``: 'jpeg', 'png' or None to detect. ``block`` as in
+        :meth:`submit`."""
         if outputs is not None:
             outputs = check_outputs(outputs)
-        return self._enqueue(Item(None, data, fmt, stamp, str(source_id), context, False, outputs))
+        return self._enqueue(Item(None, data, fmt, stamp, str(source_id), context, False, outputs), block)
 
     def _source(self, sid: str) -> _SourceStats:
         s = self._sources.get(sid)
@@ -275,7 +280,7 @@ class RealtimeEngine:
         self._source(sid).dropped += 1
         self._total.dropped += 1
 
-    def _enqueue(self, item: Item) -> bool:
+    def _enqueue(self, item: Item, block: bool = True) -> bool:
         cfg = self._cfg
         with self._lock:
             src = self._source(item.source_id)
@@ -292,6 +297,9 @@ class RealtimeEngine:
                     self._outstanding -= 1
                 self._slots[item.source_id] = item
             else:
+                if not block and len(self._fifo) >= cfg.queue_size:
+                    self._count_drop(item.source_id)
+                    return False
                 while len(self._fifo) >= cfg.queue_size and self._running:
                     self._space.wait()
                 if not self._running:

@@ -324,7 +324,8 @@ class SegmentationNode(Node):
             return
         ctx = FrameContext(cam.index, msg.header, cam.info, (msg.height, msg.width))
         self._submit(cam, lambda: self._engine.submit(frame.array, _stamp(msg.header), source_id=cam.source_id,
-                                                      bgr=frame.bgr, context=ctx, outputs=outputs))
+                                                      bgr=frame.bgr, context=ctx, outputs=outputs,
+                                                      block=False))
 
     def _on_compressed(self, cam: Camera, msg: CompressedImage) -> None:
         outputs = self._admit(cam)
@@ -343,7 +344,7 @@ class SegmentationNode(Node):
         data = bytes(msg.data)
         self._submit(cam, lambda: self._engine.submit_encoded(data, fmt, _stamp(msg.header),
                                                               source_id=cam.source_id, context=ctx,
-                                                              outputs=outputs))
+                                                              outputs=outputs, block=False))
 
     def _submit(self, cam: Camera, submit: Callable[[], bool]) -> None:
         try:

@@ -431,3 +431,24 @@ def test_warmup_runs_the_whole_pipeline_without_delivering_anything(seg_torch_op
         assert eng.flush(10)
     assert [r.stamp for r in results] == [0] and not errors
     assert gate.batches == [[0]]  # the fault hook never saw the warm-up
+
+
+def test_queue_submit_without_blocking_refuses_when_full(seg):
+    """block=False (the node's executor): a full queue refuses at once, counted as dropped,
+    and every accepted frame is still processed in order."""
+    import time
+
+    gate = Gate(hold=0)
+    eng, results, _ = make(seg, gate, drop_policy="queue", queue_size=2)
+    with eng:
+        assert eng.submit(frame(), 0)
+        assert gate.entered.wait(10)
+        assert eng.submit(frame(), 1, block=False) and eng.submit(frame(), 2, block=False)
+        t0 = time.monotonic()
+        assert eng.submit(frame(), 3, block=False) is False
+        assert time.monotonic() - t0 < 0.5
+        gate.release.set()
+        assert eng.flush(10)
+        stats = eng.stats()
+    assert [r.stamp for r in results] == [0, 1, 2]
+    assert stats["dropped"] == 1
