@@ -5,12 +5,18 @@
 #   bash benchmarks/gpu_check.sh --stage-data .gpu_data     # here: copy a data subset that fits a
 #                                                           # device-machine carry (~25 MB)
 #
+#   bash benchmarks/gpu_check.sh --dry-run                 # here, no GPU: every step on the CPU
+#                                                           # with tiny sizes (checks the script)
+#
 # Steps (a failing step does not stop the others; exit status 1 if any failed):
-#   1. pytest test/gpu
+#   1. pytest test/gpu (engine, CUDA graphs, nvJPEG, and segmentation_node on CUDA: two cameras
+#      of different sizes, raw and compressed, every output checked against Segmenter.predict)
 #   2. pspnet bench --device cuda, shipped KITTI model    -> $OUT/bench_shipped.json
 #   3. pspnet bench --device cuda --arch resnet50, 375x1242 bf16 (eager, then CUDA graphs)
 #                                                         -> $OUT/bench_resnet50.json, bench_resnet50_graphs.json
-#   4. pspnet train config/kitti_road_resnet50.yaml, 2 epochs (skipped if the command is missing)
+#   4. benchmarks/ros_bench.py --device cuda: the node over DDS vs the engine alone, 30 and
+#      200 Hz, shipped model                              -> in gpu_check.log / summary.txt
+#   5. pspnet train config/kitti_road_resnet50.yaml, 2 epochs (skipped if the command is missing)
 #   all console output -> $OUT/gpu_check.log, one line per step + figures -> $OUT/summary.txt
 #   (at most 6 files: a device-machine run returns 8)
 # Without CUDA the GPU steps are skipped with a message (test/gpu then reports its skips).
@@ -38,6 +44,9 @@ if [ "${1:-}" = "--stage-data" ]; then
     echo "carry it and set PSPNET_DATA_ROOT=$dest on the GPU machine"
     exit 0
 fi
+
+DRY=0
+if [ "${1:-}" = "--dry-run" ]; then DRY=1; fi
 
 OUT="${OUT:-$REPO/out/gpu_check}"
 mkdir -p "$OUT"
@@ -80,22 +89,42 @@ note "data root: ${PSPNET_DATA_ROOT:-none found (set PSPNET_DATA_ROOT; see --sta
 # 1. CUDA tests (they skip themselves, with the reason, when CUDA is absent)
 step "pytest test/gpu" "$PYTHON" -m pytest test/gpu -q -rs -p no:cacheprovider
 
-if [ "$HAS_CUDA" != "1" ]; then
-    note "CUDA not available: skipping the GPU benchmarks and the GPU training run"
+DEV=cuda
+if [ "$DRY" = "1" ]; then
+    # Same steps and commands on the CPU with tiny sizes and counts: proves the script and every
+    # command line it runs work, in a minute or two; no figure from it means anything.
+    DEV=cpu
+    note "DRY RUN on the CPU: tiny sizes, the figures below are not measurements"
+elif [ "$HAS_CUDA" != "1" ]; then
+    note "CUDA not available: skipping the GPU benchmarks and the GPU training run (--dry-run runs them on the CPU)"
     exit $FAILED
+else
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$SUMMARY" || true
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee -a "$SUMMARY" || true
+if [ "$DRY" = "1" ]; then
+    SHIPPED=(--frames 6 --naive-frames 3 --latency-frames 3 --rounds 1)
+    R50=(bench --device cpu --arch resnet50 --size 64x192 --precision fp32 --frames 4 --naive-frames 2
+         --latency-frames 2 --rounds 1)
+    ROSB=(--rates 5 --duration 2 --warmup 1 --frames 2)
+    TRAIN_EPOCHS=1
+    TRAIN_EXTRA=(optim.max_iters_per_epoch=1 optim.batch_size=2 data.crop_size=[64,64] data.eval_size=[64,192]
+                 data.workers=0 device=cpu)
+else
+    SHIPPED=()
+    R50=(bench --device cuda --arch resnet50 --size 375x1242 --precision bf16 --frames 400)
+    ROSB=(--rates 30,200 --duration 10)
+    TRAIN_EXTRA=(data.workers=8)
+fi
 
 # 2. the shipped model the node picks on CUDA (missing until models/ ships one)
 if "$PYTHON" -c "from pspnet_ros.paths import shipped_model; shipped_model('kitti_road', 'cuda')" 2>/dev/null; then
     step "bench shipped model" \
-        "${PSPNET[@]}" bench --device cuda --json "$OUT/bench_shipped.json"
+        "${PSPNET[@]}" bench --device "$DEV" "${SHIPPED[@]}" --json "$OUT/bench_shipped.json"
 else
     note "skip    bench shipped model: no shipped CUDA model for kitti_road in models/ yet"
 fi
 
 # 3. PSPNet-ResNet-50 at the full 375x1242 frame, bf16: eager, then with CUDA graphs
-R50=(bench --device cuda --arch resnet50 --size 375x1242 --precision bf16 --frames 400)
 step "bench resnet50 bf16" "${PSPNET[@]}" "${R50[@]}" --json "$OUT/bench_resnet50.json"
 step "bench resnet50 bf16 cuda-graphs" \
     "${PSPNET[@]}" "${R50[@]}" --cuda-graphs --skip-naive --json "$OUT/bench_resnet50_graphs.json"
@@ -104,14 +133,17 @@ if [ "${GPU_CHECK_COMPILE:-0}" = "1" ]; then
         "${PSPNET[@]}" "${R50[@]}" --compile --cuda-graphs --skip-naive --json "$OUT/bench_resnet50_compile.json"
 fi
 
-# 4. a short training run (the recipe's GPU settings, few epochs, outputs outside $OUT: the
+# 4. the node over DDS against the engine alone (node targets), shipped model
+step "ros_bench node vs engine" "$PYTHON" benchmarks/ros_bench.py --checkpoint auto --device "$DEV" "${ROSB[@]}"
+
+# 5. a short training run (the recipe's GPU settings, few epochs, outputs outside $OUT: the
 #    checkpoints are large)
 if "$PYTHON" -c "import importlib; importlib.import_module('pspnet_ros.training.train')" 2>/dev/null; then
     RUN_DIR="${TMPDIR:-/tmp}/gpu_check_train"
     rm -rf "$RUN_DIR"
     step "train resnet50 (${TRAIN_EPOCHS:-2} epochs)" \
         "${PSPNET[@]}" train config/kitti_road_resnet50.yaml --no-resume --output-dir "$RUN_DIR" \
-        --override "optim.epochs=${TRAIN_EPOCHS:-2}" eval_every=1 data.workers=8
+        --override "optim.epochs=${TRAIN_EPOCHS:-2}" eval_every=1 "${TRAIN_EXTRA[@]}"
 else
     note "skip    training: pspnet train is not available in this checkout"
 fi
