@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -161,22 +159,17 @@ class NodePath:
         from sensor_msgs.msg import Image
 
         self.args = args
-        domain = args.domain if args.domain is not None else 1 + os.getpid() % 200
-        env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                   PYTHONUNBUFFERED="1")
-        if args.threads:
-            env["OMP_NUM_THREADS"] = str(args.threads)
+        from pspnet_ros.ros.node_process import NodeProcess, node_env, private_domain, write_params
+
+        domain = args.domain if args.domain is not None else private_domain()
+        env = node_env(domain, threads=args.threads)
         self.tmp = Path(tempfile.mkdtemp(prefix="ros_bench_"))
-        params = self.tmp / "params.yaml"
         size = list(args.inference_size) if args.inference_size else [0, 0]
-        params.write_text(
-            "/**:\n  ros__parameters:\n"
-            f"    checkpoint: '{checkpoint}'\n    device: {args.device}\n    precision: {args.precision}\n"
-            f"    inference_size: {size}\n    diagnostics_period: 5.0\n")
-        self._log = open(self.tmp / "node.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "pspnet_ros.ros.node", "--ros-args",
-                                      "--params-file", str(params)], cwd=REPO, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        params = write_params(self.tmp / "params.yaml", {
+            "checkpoint": str(checkpoint), "device": args.device, "precision": args.precision,
+            "inference_size": size, "diagnostics_period": 5.0})
+        self.node = NodeProcess(params, self.tmp / "node.log", env, cwd=REPO)
+        self.proc = self.node.proc
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, domain_id=domain)
@@ -244,13 +237,8 @@ class NodePath:
                     dropped=sent - len(lat), **percentiles(lat))
 
     def close(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        self.node.stop()
         self.ctx.try_shutdown()
-        self._log.close()
 
 
 def fmt(v: Optional[float], nd: int = 1) -> str:

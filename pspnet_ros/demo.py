@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -296,10 +295,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _private_domain() -> int:
-    """A domain other than the caller's: 102..201 fits Fast DDS's port range on Linux."""
-    current = os.environ.get("ROS_DOMAIN_ID")
-    choices = [d for d in range(102, 202) if str(d) != current]
-    return random.Random(os.getpid() ^ time.time_ns()).choice(choices)
+    """The tools' private domain scheme (pspnet_ros.ros.node_process.private_domain)."""
+    from .ros.node_process import private_domain
+
+    return private_domain(os.getpid() ^ time.time_ns())
 
 
 if __name__ == "__main__":

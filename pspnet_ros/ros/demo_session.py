@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +19,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from pspnet_ros.ros.replay import Replayer
+
+from .node_process import NodeProcess, node_env
+from .node_process import node_command as _node_command
 
 LOGGER = logging.getLogger(__name__)
 
@@ -67,12 +67,8 @@ def _pixels(msg) -> np.ndarray:
 
 
 def node_command(params_file: Path, image_topic: str, info_topic: str) -> List[str]:
-    """The node as a user runs it: the installed console script, else ``python -m``."""
-    exe = Path(sys.executable).parent / "segmentation_node"
-    cmd = [str(exe)] if exe.is_file() and os.access(exe, os.X_OK) else \
-        [sys.executable, "-m", "pspnet_ros.ros.node"]
-    return cmd + ["--ros-args", "--params-file", str(params_file), "-r", f"image:={image_topic}",
-                  "-r", f"camera_info:={info_topic}"]
+    """The node as a user runs it, with the demo's topic remaps."""
+    return _node_command(params_file, ["-r", f"image:={image_topic}", "-r", f"camera_info:={info_topic}"])
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -93,8 +89,7 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
     from std_msgs.msg import String
 
     res = SessionResult(node_log=workdir / "node.log")
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+    env = node_env(domain_id)
     # Our own participant must use the same discovery range (read when it is created).
     saved_range = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -151,11 +146,11 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
 
     replayer = Replayer(node, bag, rate=rate, clock_hz=40.0, on_publish=on_publish,
                         topics=[image_topic, info_topic])
-    log = open(res.node_log, "w")
-    cmd = node_command(params_file, image_topic, info_topic)
-    LOGGER.info("starting the node: %s", " ".join(cmd))
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    node_proc = NodeProcess(params_file, res.node_log, env,
+                            ros_args=["-r", f"image:={image_topic}", "-r", f"camera_info:={info_topic}"])
+    proc = node_proc.proc
+    LOGGER.info("started the node: %s", " ".join(node_proc.cmd))
     try:
         # Ready = the node's input matched our reliable publisher, its outputs matched our
         # subscriptions, and class_info (published once the model is loaded) arrived.
@@ -205,8 +200,12 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
             tick()
             time.sleep(0.025)
     finally:
-        res.node_returncode = _stop(proc)
-        log.close()
+        if node_proc.alive():
+            res.node_returncode = node_proc.stop()
+            if node_proc.stop_s is not None and node_proc.stop_s >= 10.0:
+                LOGGER.warning("segmentation_node ignored SIGINT for 10 s; it was killed")
+        else:
+            res.node_returncode = node_proc.stop()
         context.try_shutdown()
         spinner.join(5)
         node.destroy_node()
@@ -269,16 +268,3 @@ def _spin(executor, context) -> None:
             if context.ok():
                 raise
             return
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> Optional[int]:
-    if proc.poll() is not None:
-        return proc.returncode
-    proc.send_signal(signal.SIGINT)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        LOGGER.warning("segmentation_node ignored SIGINT for %.0f s; killing it", timeout)
-        proc.kill()
-        return proc.wait()
-

@@ -26,8 +26,6 @@ import json
 import logging
 import os
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,9 +36,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .node_process import NodeProcess, node_env, private_domain, write_params
+
 LOGGER = logging.getLogger(__name__)
 OUTPUTS = ("labels", "color", "overlay", "drivable")
-DEFAULT_DOMAINS = range(201, 233)  # above the tests' 1..200 (ros_harness); 232 is Fast DDS's max
 
 
 class SoakError(RuntimeError):
@@ -197,43 +196,19 @@ def image_messages(frames: Sequence[np.ndarray], frame_id: str) -> List[Any]:
 
 # ----------------------------------------------------------------------------- node process
 
-class NodeUnderTest:
+class NodeUnderTest(NodeProcess):
+    """The soaked node: the shared harness plus a private parameters file removed on stop."""
+
     def __init__(self, params: Dict[str, Any], env: Dict[str, str], log_path: Path, namespace: str) -> None:
-        import yaml
-
         self.dir = Path(tempfile.mkdtemp(prefix="pspnet_soak_"))
-        self.params_file = self.dir / "params.yaml"
-        self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pspnet_ros.ros.node", "--ros-args", "--params-file", str(self.params_file),
-             "-r", f"__ns:={namespace}"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        self.exit_code: Optional[int] = None
-        self.stop_s: Optional[float] = None
+        super().__init__(write_params(self.dir / "params.yaml", params), log_path, env,
+                         ros_args=["-r", f"__ns:={namespace}"])
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, n: int = 25) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            t = time.monotonic()
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.stop_s = round(time.monotonic() - t, 2)
-        self.exit_code = self.proc.returncode
-        self._log.close()
+    def stop(self, timeout: float = 10.0) -> Optional[int]:
+        code = super().stop(timeout)
         self.params_file.unlink(missing_ok=True)
         self.dir.rmdir()
+        return code
 
 
 class Soak:
@@ -248,7 +223,7 @@ class Soak:
 
         self.args = args
         self.rec = Record()
-        self.domain = args.domain if args.domain is not None else DEFAULT_DOMAINS[os.getpid() % len(DEFAULT_DOMAINS)]
+        self.domain = args.domain if args.domain is not None else private_domain()
         self.namespace = f"/pspnet_soak_{os.getpid()}"
         self.node_fqn = f"{self.namespace}/segmentation_node"  # its /diagnostics status name
         self.context = rclpy.Context()
@@ -495,8 +470,7 @@ def soak(args: argparse.Namespace, duration: float) -> Dict[str, Any]:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     log_path = args.json.with_suffix(".node.log")
     s = Soak(args, frames)
-    env = dict(os.environ, ROS_DOMAIN_ID=str(s.domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
+    env = node_env(s.domain)
     node = NodeUnderTest(params, env, log_path, s.namespace)
     LOGGER.info("node %s (pid %d) on ROS domain %d, log %s; %d frames %dx%d at %g Hz for %g s",
                 s.node_fqn, node.proc.pid, s.domain, log_path, len(frames), frames[0].shape[1], frames[0].shape[0],
