@@ -8,13 +8,14 @@ from pspnet_ros.paths import resolve_checkpoint, shipped_model
 from pspnet_ros.training.evaluate import main as eval_main
 
 
-def test_auto_checkpoint_is_the_shipped_light_model_on_cpu():
+def test_auto_checkpoint_is_the_shipped_pretrained_lite_model_on_cpu():
     path = resolve_checkpoint("auto", dataset="kitti_road", device="cpu")
     assert path == shipped_model("kitti_road", "cpu") and path.is_file()
     _, meta = load_model(path)
     assert meta["dataset"] == "kitti_road" and meta["classes"] == ["not_road", "road"]
-    assert meta["arch_kwargs"]["backbone"] == "mobilenetv3_large"  # light model on CPU
-    assert "training" in meta and meta["metrics"]["miou"] > 0.5
+    assert meta["arch_kwargs"]["backbone"] == "efficientnet_lite0"  # ImageNet-pretrained Lite0
+    assert meta["mean"] == [127 / 255] * 3  # its normalization travels in the checkpoint
+    assert "training" in meta and meta["metrics"]["miou"] > 0.93 and meta["metrics"]["maxf"] > 0.96
 
 
 def test_eval_shipped_kitti_model_on_three_real_val_frames(tmp_path, data_root):
