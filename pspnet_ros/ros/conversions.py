@@ -55,12 +55,15 @@ def numpy_to_image(array: np.ndarray, encoding: Optional[str], header: Header) -
                  is_bigendian=f.is_bigendian, step=f.step, data=f.data)
 
 
-def compressed_format(msg: CompressedImage, max_pixels: Optional[int] = None) -> str:
-    """'jpeg' or 'png' for a CompressedImage: its format field, its bytes and the
-    decompression-bomb limit checked by :func:`pspnet_ros.inference.inputs.compressed_image_format`."""
+def compressed_format(msg: CompressedImage, data: Optional[bytes] = None,
+                      max_pixels: Optional[int] = None) -> str:
+    """'jpeg' or 'png' for a CompressedImage: its format field, its bytes (``data``, when the
+    caller already copied them out of the message) and the decompression-bomb limit, checked by
+    :func:`pspnet_ros.inference.inputs.compressed_image_format`."""
     from ..inference.inputs import DEFAULT_MAX_PIXELS, compressed_image_format
 
-    return compressed_image_format(msg.format, bytes(msg.data), max_pixels or DEFAULT_MAX_PIXELS)[0]
+    payload = bytes(msg.data) if data is None else data
+    return compressed_image_format(msg.format, payload, max_pixels or DEFAULT_MAX_PIXELS)[0]
 
 
 def scale_camera_info(info: CameraInfo, image_size: Tuple[int, int], out_size: Tuple[int, int],

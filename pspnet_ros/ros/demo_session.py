@@ -21,7 +21,6 @@ import numpy as np
 from pspnet_ros.ros.replay import Replayer
 
 from .node_process import NodeProcess, node_env
-from .node_process import node_command as _node_command
 
 LOGGER = logging.getLogger(__name__)
 
@@ -64,11 +63,6 @@ def _pixels(msg) -> np.ndarray:
     img = decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian, msg.data)
     arr = img.array[..., ::-1] if img.bgr else img.array
     return np.ascontiguousarray(arr)
-
-
-def node_command(params_file: Path, image_topic: str, info_topic: str) -> List[str]:
-    """The node as a user runs it, with the demo's topic remaps."""
-    return _node_command(params_file, ["-r", f"image:={image_topic}", "-r", f"camera_info:={info_topic}"])
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -200,12 +194,9 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
             tick()
             time.sleep(0.025)
     finally:
-        if node_proc.alive():
-            res.node_returncode = node_proc.stop()
-            if node_proc.stop_s is not None and node_proc.stop_s >= 10.0:
-                LOGGER.warning("segmentation_node ignored SIGINT for 10 s; it was killed")
-        else:
-            res.node_returncode = node_proc.stop()
+        res.node_returncode = node_proc.stop(timeout=10.0)
+        if node_proc.stop_s is not None and node_proc.stop_s >= 10.0:
+            LOGGER.warning("segmentation_node ignored SIGINT for 10 s; it was killed")
         context.try_shutdown()
         spinner.join(5)
         node.destroy_node()

@@ -331,9 +331,10 @@ class SegmentationNode(Node):
         outputs = self._admit(cam)
         if outputs is None:
             return
+        data = bytes(msg.data)  # one copy out of the message, for the check and the engine
         try:
             check_header(msg.header)
-            fmt = compressed_format(msg)
+            fmt = compressed_format(msg, data)
         except InputError as exc:
             self._bad_input(cam, msg.header, exc)
             return
@@ -341,7 +342,6 @@ class SegmentationNode(Node):
                 and cam.info_publisher.get_subscription_count()):
             outputs = outputs | {"input"}  # the decoded size is needed to scale camera_info
         ctx = FrameContext(cam.index, msg.header, cam.info, None)
-        data = bytes(msg.data)
         self._submit(cam, lambda: self._engine.submit_encoded(data, fmt, _stamp(msg.header),
                                                               source_id=cam.source_id, context=ctx,
                                                               outputs=outputs, block=False))

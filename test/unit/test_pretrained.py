@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm  # a runtime dependency: missing is an error, not a skip
 import torch
 from PIL import Image
 
@@ -21,7 +22,6 @@ from pspnet_ros.models.pretrained import (PretrainedWeightsError, imagenet_class
                                           load_imagenet_backbone, load_lukemelas_into,
                                           lukemelas_to_timm, read_weights, weights_file)
 
-timm = pytest.importorskip("timm", reason="timm is a runtime dependency: pip install -e .")
 torch.set_num_threads(1)
 
 CROP = Path(__file__).resolve().parents[1] / "data" / "kitti_car_crop.png"
@@ -34,7 +34,16 @@ VEHICLES = {407: "ambulance", 436: "beach wagon", 468: "cab", 511: "convertible"
 
 @pytest.fixture(scope="module")
 def lite0_state():
+    """The real weights file, read once for the whole module."""
     return read_weights("efficientnet_lite0")
+
+
+@pytest.fixture
+def cached_weights(monkeypatch, lite0_state):
+    """load_imagenet_backbone / imagenet_classifier read the module's copy, not the file again."""
+    import pspnet_ros.models.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "read_weights", lambda name: dict(lite0_state))
 
 
 def _crop_batch() -> torch.Tensor:
@@ -74,7 +83,7 @@ def test_classifier_sees_a_vehicle_in_a_car_crop(lite0_state):
     assert mass > 0.3, f"vehicle classes hold only {mass:.3f} of the probability"
 
 
-def test_random_and_mismapped_classifiers_fail_the_same_check(lite0_state):
+def test_random_and_mismapped_classifiers_fail_the_same_check(lite0_state, cached_weights):
     torch.manual_seed(0)
     random_model = timm.create_model("efficientnet_lite0", pretrained=False, bn_eps=1e-3).eval()
     _, mass = _vehicle_scores(random_model)
@@ -94,7 +103,7 @@ def test_random_and_mismapped_classifiers_fail_the_same_check(lite0_state):
     assert bad_mass < good_mass
 
 
-def test_backbone_load_is_strict_and_complete(lite0_state):
+def test_backbone_load_is_strict_and_complete(lite0_state, cached_weights):
     bb = build_backbone("efficientnet_lite0", output_stride=16)
     n = load_imagenet_backbone(bb)
     head = ("_conv_head.", "_bn1.", "_fc.")
@@ -142,7 +151,7 @@ def test_missing_wheel_names_the_pip_package(monkeypatch):
         weights_file("resnet18")
 
 
-def test_pretrained_pspnet_is_ready_to_fine_tune():
+def test_pretrained_pspnet_is_ready_to_fine_tune(cached_weights):
     m = build_pspnet(num_classes=3, backbone="efficientnet_lite0", output_stride=16,
                      head_channels=16, skip=True, skip_channels=16)
     load_imagenet_backbone(m.backbone)
