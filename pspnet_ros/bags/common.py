@@ -7,7 +7,7 @@ from pspnet_ros.class_info import class_info_json  # noqa: F401 (bc.class_info_j
 from .messages import (  # noqa: F401
     IMAGE, COMPRESSED, CAMERA_INFO, STRING, IMAGE_TYPES, BagError, typestore, serialize,
     deserialize, stamp_ns, header, header_ns, image_msg, compressed_msg, string_msg,
-    decode_image_msg, image_to_rgb, compressed_format, compressed_size, decode_compressed,
+    decode_image_msg, image_to_rgb, compressed_payload, compressed_format, compressed_size, decode_compressed,
     msg_to_rgb, join_topic, image_base_topic, topic_namespace, camera_info_topic, validate_topic)
 from .calibration import (  # noqa: F401
     Intrinsics, KITTI_P2, DEFAULT_HFOV_DEG, default_intrinsics, camera_info_msg,

@@ -115,23 +115,29 @@ def image_to_rgb(msg) -> np.ndarray:
     return np.ascontiguousarray(img.array[..., ::-1]) if img.bgr else img.array
 
 
+def compressed_payload(msg) -> Tuple[bytes, str, int, int]:
+    """``(data, fmt, height, width)`` of a CompressedImage: the bytes copied out once, and the
+    format field, bytes and decompression-bomb limit checked by
+    :func:`pspnet_ros.inference.inputs.compressed_image_format` (as the node does)."""
+    data = bytes(np.asarray(msg.data, dtype=np.uint8))
+    fmt, h, w = compressed_image_format(msg.format, data)
+    return data, fmt, h, w
+
+
 def compressed_format(msg) -> str:
-    """'jpeg' or 'png' for a CompressedImage: format field, bytes and decompression-bomb limit
-    checked by :func:`pspnet_ros.inference.inputs.compressed_image_format` (as the node does)."""
-    return compressed_image_format(msg.format, bytes(np.asarray(msg.data, dtype=np.uint8)))[0]
+    """'jpeg' or 'png' for a CompressedImage (checked as in ``compressed_payload``)."""
+    return compressed_payload(msg)[1]
 
 
 def compressed_size(msg) -> Tuple[int, int]:
-    """(height, width) a CompressedImage announces (checked as in ``compressed_format``)."""
-    _, h, w = compressed_image_format(msg.format, bytes(np.asarray(msg.data, dtype=np.uint8)))
-    return h, w
+    """(height, width) a CompressedImage announces (checked as in ``compressed_payload``)."""
+    return compressed_payload(msg)[2:]
 
 
 def decode_compressed(msg) -> np.ndarray:
     """(H, W, 3) uint8 RGB from a JPEG/PNG sensor_msgs/CompressedImage (checked first, so a
     decompression bomb is refused before decoding)."""
-    data = bytes(np.asarray(msg.data, dtype=np.uint8))
-    fmt, h, w = compressed_image_format(msg.format, data)
+    data, fmt, h, w = compressed_payload(msg)
     return np.ascontiguousarray(decode_cpu(data, fmt, h, w)[:, :, ::-1])
 
 

@@ -403,9 +403,8 @@ def _submit(engine, stream, msg, seq, finish) -> None:
     stamp = bc.header_ns(msg)
     try:
         if stream.msgtype == bc.COMPRESSED:
-            fmt = bc.compressed_format(msg)
-            engine.submit_encoded(bytes(np.asarray(msg.data, dtype=np.uint8)), fmt, stamp,
-                                  source_id=stream.topic, context=seq)
+            data, fmt, _, _ = bc.compressed_payload(msg)
+            engine.submit_encoded(data, fmt, stamp, source_id=stream.topic, context=seq)
         else:
             img = bc.decode_image_msg(msg)
             accepted = engine.submit(img.array, stamp, source_id=stream.topic, bgr=img.bgr,

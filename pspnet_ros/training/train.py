@@ -106,11 +106,9 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, thresh: fl
         safe[safe == ignore_index] = 0
         prob = logits.detach().float().softmax(1).gather(1, safe[:, None]).flatten()
         prob[~valid] = 2.0  # never kept
-        n_valid = int(valid.sum())
-        k = min(max(int(min_kept), 1), n_valid)
-        kth = prob.kthvalue(k).values if k < prob.numel() else prob.max()
-        keep = (prob < max(float(thresh), float(kth))) | (prob <= kth)
-        keep &= valid
+        k = min(max(int(min_kept), 1), int(valid.sum()))
+        kth = float(prob.kthvalue(k).values)  # the k-th lowest probability among valid pixels
+        keep = (prob < thresh if kth < thresh else prob <= kth) & valid
     if weight is None:
         return pixel[keep].mean()
     w = weight[target.flatten()[keep]]
