@@ -11,6 +11,12 @@ ROS_WHEELS := ros-kilted-rclpy ros-kilted-sensor-msgs ros-kilted-std-msgs \
 	ros-kilted-diagnostic-msgs ros-kilted-std-srvs ros-kilted-builtin-interfaces \
 	ros-kilted-ament-index-python ros-kilted-lifecycle-msgs ros-kilted-rmw-fastrtps-cpp
 LAUNCH_WHEELS := launch launch-xml launch-yaml launch-testing launch-ros launch-testing-ros lark
+# The `ros2` command and colcon (test/workspace builds and drives the installed package with them).
+# ros2cli names psutil, packaging, argcomplete only in its package.xml: without psutil most verbs
+# fail with "Failed to load entry point".
+CLI_WHEELS := ros2cli ros2pkg ros2run ros2launch ros2topic ros2node ros2param ros2service \
+	ros2interface ros2lifecycle rosidl-runtime-py ros-kilted-rcl-interfaces ros-kilted-ament-package \
+	colcon-common-extensions psutil packaging argcomplete
 
 .PHONY: setup test test-fast demo bench gpu-check clean-demo
 setup: $(STAMP)
@@ -22,8 +28,8 @@ $(STAMP): setup.py Makefile
 	$(PY) -m pip install -q $(TORCH_SPEC) && \
 	$(PY) -m pip install -q $(ROS_WHEELS) "pytest<9" && \
 	if [ -d "$(SHARED_WHEELS)" ]; then \
-	  $(PY) -m pip install -q --find-links $(SHARED_WHEELS) $(LAUNCH_WHEELS); \
-	else echo "note: $(SHARED_WHEELS) not found; launch tests need launch/launch_ros/launch_testing (a ROS 2 install has them)"; fi && \
+	  $(PY) -m pip install -q --find-links $(SHARED_WHEELS) $(LAUNCH_WHEELS) $(CLI_WHEELS); \
+	else echo "note: $(SHARED_WHEELS) not found; launch and workspace tests need launch/launch_ros/launch_testing, colcon and the ros2 CLI (a ROS 2 install has them)"; fi && \
 	$(PY) -m pip install -q -e ".[dev]" && \
 	touch $(STAMP) && echo "setup done in $$(( $$(date +%s) - start )) s"
 

@@ -48,10 +48,10 @@ setup(
     maintainer_email="maintainers@pspnet-ros.invalid",
     description="Real-time PSPNet semantic segmentation for ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "segmentation_node = pspnet_ros.ros.node:main",
+            "segmentation_lifecycle_node = pspnet_ros.ros.node:lifecycle_main",
             "replay = pspnet_ros.ros.replay:main",
             "pspnet = pspnet_ros.cli:main",
         ],

@@ -31,8 +31,70 @@ ERROR = DiagnosticStatus.ERROR
 #   no_subscribers frames not processed because nobody subscribes to any output
 #   rejected       frames the engine did not accept (queue full / stopping)
 #   bad_camera_info  camera_info messages that do not describe the image (not republished)
+#   lost           frames that never reached the node's callback (gaps in the header stamps
+#                  against the camera's period: keep-last-1 replacements while the executor was
+#                  busy, frames the network or the publisher lost)
+#   lost_rmw       samples the middleware reported lost (message-lost event, where the RMW has it)
+#   deactivated    frames in the engine when a managed node was deactivated, not published
 COUNTERS = ("received", "processed", "bad_input", "failed", "paused", "rate_limited",
-            "no_subscribers", "rejected", "bad_camera_info")
+            "no_subscribers", "rejected", "bad_camera_info", "lost", "lost_rmw", "deactivated")
+# A stamp gap longer than this is a camera that paused (or a bag between loops), not lost frames.
+MAX_LOSS_GAP_S = 5.0
+# A gap counts as lost frames when it is longer than this many camera periods.
+GAP_FACTOR = 1.5
+# Stamps closer than this are not a camera's clock (synthetic counters, duplicated stamps):
+# no loss is counted from them.
+MIN_PERIOD_S = 1e-3
+
+
+class StampGapMeter:
+    """Frames lost before the node's callback, counted from gaps in the header stamps.
+
+    The camera's period comes from camera_info stamps when they arrive (small messages in a
+    depth-10 queue: they keep coming at the camera's rate while the keep-last-1 image queue
+    replaces frames), else from the shortest recent image gaps (10th percentile). A gap of k
+    periods means k - 1 frames lost. Stamps that repeat or go back (a looping bag, a restarted
+    camera) and gaps over MAX_LOSS_GAP_S (a paused camera) restart the count; they are not
+    losses. Not thread-safe: the executor thread calls it.
+    """
+
+    def __init__(self, history: int = 64) -> None:
+        self._image_gaps: Deque[float] = deque(maxlen=history)
+        self._info_gaps: Deque[float] = deque(maxlen=history)
+        self._last_image: Optional[float] = None
+        self._last_info: Optional[float] = None
+
+    @staticmethod
+    def _gap(last: Optional[float], stamp: float, gaps: Deque[float]) -> Optional[float]:
+        if last is None or stamp <= last or stamp - last > MAX_LOSS_GAP_S:
+            return None
+        gaps.append(stamp - last)
+        return stamp - last
+
+    def camera_info(self, stamp: float) -> None:
+        """Record a camera_info header stamp (seconds)."""
+        if stamp > 0:
+            self._gap(self._last_info, stamp, self._info_gaps)
+            self._last_info = stamp
+
+    def period(self) -> Optional[float]:
+        """The camera's frame period in seconds, or None until it is known."""
+        gaps = self._info_gaps if len(self._info_gaps) >= 3 else self._image_gaps
+        if len(gaps) < 3:
+            return None
+        period = float(np.percentile(np.asarray(gaps), 10 if gaps is self._image_gaps else 50))
+        return period if period >= MIN_PERIOD_S else None
+
+    def image(self, stamp: float) -> int:
+        """Record an image header stamp (seconds); returns the frames lost just before it."""
+        if stamp <= 0:
+            return 0
+        gap = self._gap(self._last_image, stamp, self._image_gaps)
+        self._last_image = stamp
+        period = self.period()
+        if gap is None or not period or period < MIN_PERIOD_S or gap <= GAP_FACTOR * period:
+            return 0
+        return max(int(round(gap / period)) - 1, 0)
 
 
 @dataclass
@@ -47,6 +109,7 @@ class Window:
     latency_p50_ms: Optional[float]
     latency_p95_ms: Optional[float]
     last_error: str = ""
+    camera_hz: Optional[float] = None  # from the stamps (StampGapMeter.period)
 
     @property
     def input_hz(self) -> float:
@@ -55,6 +118,11 @@ class Window:
     @property
     def output_hz(self) -> float:
         return self.delta["processed"] / self.period_s
+
+    @property
+    def lost_hz(self) -> float:
+        """Frames per second lost before the node's callback (stamp gaps)."""
+        return self.delta["lost"] / self.period_s
 
 
 @dataclass
@@ -79,7 +147,7 @@ class CameraStats:
         with self._lock:
             self.latencies.append(ms)
 
-    def window(self, dropped_total: int) -> Window:
+    def window(self, dropped_total: int, camera_period: Optional[float] = None) -> Window:
         """Deltas since the previous call; latency percentiles over the samples in between."""
         now = time.monotonic()
         with self._lock:
@@ -93,7 +161,8 @@ class CameraStats:
             last_error, self.last_error = self.last_error, ""
         p50 = float(np.percentile(lat, 50)) if lat.size else None
         p95 = float(np.percentile(lat, 95)) if lat.size else None
-        return Window(period, delta, total, dropped, dropped_total, p50, p95, last_error)
+        return Window(period, delta, total, dropped, dropped_total, p50, p95, last_error,
+                      1.0 / camera_period if camera_period else None)
 
 
 def assess(w: Window, paused: bool, input_topic: str) -> Tuple[int, str]:
@@ -114,6 +183,11 @@ def assess(w: Window, paused: bool, input_topic: str) -> Tuple[int, str]:
     if d["failed"] or d["bad_input"]:
         return WARN, (f"{d['failed']} frames failed, {d['bad_input']} unusable in "
                       f"{w.period_s:.1f} s: {w.last_error}")
+    if d["lost"] >= 2 and d["lost"] > d["received"]:
+        return WARN, (f"more frames lost before the node than received: camera "
+                      f"{_fmt(w.camera_hz)} Hz, in {w.input_hz:.1f} Hz, lost {w.lost_hz:.1f}/s "
+                      "(the node's input queue keeps the latest frame: a busy executor or a "
+                      "lossy network; see README troubleshooting)")
     eligible = d["received"] - d["rate_limited"] - d["no_subscribers"] - d["paused"]
     if eligible >= 2 and d["processed"] < 0.5 * eligible:
         return WARN, (f"output {w.output_hz:.1f} Hz is below half the input rate "
@@ -133,13 +207,21 @@ def _fmt(v: Any) -> str:
 
 
 def build_status(name: str, hardware_id: str, w: Window, paused: bool, input_topic: str,
-                 engine_stats: Dict[str, Any], model: str, inference_size: Tuple[int, int]
-                 ) -> DiagnosticStatus:
+                 engine_stats: Dict[str, Any], model: str, inference_size: Tuple[int, int],
+                 state: str = "active", managed: bool = False) -> DiagnosticStatus:
+    """One camera's DiagnosticStatus: level and message from :func:`assess`, every counter."""
     level, message = assess(w, paused, input_topic)
     values: List[Tuple[str, Any]] = [
+        ("lifecycle state", state),
+        ("managed", managed),
         ("input topic", input_topic),
+        ("camera rate (Hz, from stamps)", w.camera_hz),
         ("input rate (Hz)", w.input_hz),
         ("output rate (Hz)", w.output_hz),
+        ("lost before the node (/s)", w.lost_hz),
+        ("lost before the node (total)", w.total["lost"]),
+        ("lost, reported by the middleware (total)", w.total["lost_rmw"]),
+        ("not published at deactivate (total)", w.total["deactivated"]),
         ("dropped (window)", w.dropped),
         ("dropped (total)", w.dropped_total),
         ("failed (total)", w.total["failed"]),
@@ -167,8 +249,16 @@ def build_status(name: str, hardware_id: str, w: Window, paused: bool, input_top
                             values=[KeyValue(key=k, value=_fmt(v)) for k, v in values])
 
 
+def state_status(name: str, hardware_id: str, state: str, message: str) -> DiagnosticStatus:
+    """The status of a managed node that serves no camera yet (unconfigured or inactive)."""
+    return DiagnosticStatus(level=OK, name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key="lifecycle state", value=state),
+                                    KeyValue(key="managed", value="True")])
+
+
 def log_line(label: str, w: Window) -> str:
     """The same numbers in one line for the throttled log."""
-    return (f"{label}: in {w.input_hz:.1f} Hz, out {w.output_hz:.1f} Hz, dropped {w.dropped_total}, "
+    return (f"{label}: in {w.input_hz:.1f} Hz, out {w.output_hz:.1f} Hz, lost {w.lost_hz:.1f}/s, "
+            f"dropped {w.dropped_total}, "
             f"failed {w.total['failed']}, bad {w.total['bad_input']}, latency p50 "
             f"{_fmt(w.latency_p50_ms)} ms p95 {_fmt(w.latency_p95_ms)} ms")

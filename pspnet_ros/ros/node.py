@@ -25,6 +25,8 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.lifecycle import State as LifecycleState
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rcl_interfaces.msg import SetParametersResult
@@ -37,6 +39,14 @@ from ..errors import InputError
 from . import diagnostics, params as node_params, qos
 from .conversions import check_header, compressed_format, image_to_numpy, numpy_to_image, scale_camera_info
 from .log_throttle import KindThrottle, problem_kind
+
+try:  # Iron and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    try:
+        from rclpy.qos_event import SubscriptionEventCallbacks
+    except ImportError:
+        SubscriptionEventCallbacks = None
 
 NODE_NAME = "segmentation_node"
 # (engine output name, published encoding)
@@ -146,6 +156,7 @@ class Camera:
         self.publishers: Dict[str, Any] = {}
         self.info_publisher: Any = None
         self.class_info_publisher: Any = None
+        self.loss = diagnostics.StampGapMeter()
         self._next_due = 0.0
 
     def rate_allows(self, max_rate: float, now: float) -> bool:
@@ -161,32 +172,62 @@ class Camera:
         return True
 
 
-class SegmentationNode(Node):
-    def __init__(self, *, engine_factory: EngineFactory = default_engine_factory,
-                 node_name: str = NODE_NAME, **node_kwargs: Any) -> None:
-        super().__init__(node_name, **node_kwargs)
+class _SegmentationCore:
+    """What the plain and the managed (lifecycle) node share.
+
+    The lifecycle steps are methods: ``_configure`` loads and warms the model and creates the
+    publishers, ``_activate`` subscribes, ``_deactivate`` unsubscribes and lets the engine
+    finish (publishing) the frames it holds, ``_cleanup`` unloads the model. The plain node runs
+    configure and activate in its constructor; :class:`SegmentationLifecycleNode` runs them on
+    ``ros2 lifecycle set`` or a lifecycle manager. Mixed into an rclpy ``Node``.
+    """
+
+    MANAGED = False
+
+    def _reset_fields(self) -> None:
         self._engine: Any = None
+        self._seg: Any = None
         self._closing = False
         self._consecutive_failures = 0
         self._fatal: Optional[str] = None
         self._bad_log = KindThrottle(BAD_INPUT_LOG_PERIOD_S)
-        try:
-            self._setup(engine_factory)
-        except BaseException:
-            self.close()
-            raise
+        self._cameras: List[Camera] = []
+        self._enabled = True
+        self._state = "unconfigured"
+        self._model_name = ""
+        self._inference_size: Tuple[int, ...] = (0, 0)
+        self._classes: List[str] = []
+        self._qos_timer: Any = None
+        self._forced: Any = None
 
     # ----------------------------------------------------------------- setup
-    def _setup(self, engine_factory: EngineFactory) -> None:
+    def _init_core(self) -> None:
+        """Parameters, /diagnostics, ~/enable and timers: what exists in every lifecycle state."""
         log = self.get_logger()
         try:
-            self.params = node_params.declare(self)
+            self.params = node_params.declare(self, managed=self.MANAGED)
         except node_params.ParameterError as exc:
             raise StartupError(str(exc)) from None
         for name in node_params.unknown_overrides(self):
             log.warning(f"unknown parameter '{name}' ignored (typo? see config/pspnet.yaml)")
-        self._enabled = True
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
+        self.create_service(SetBool, "~/enable", self._on_enable)
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        # Steady clock: with use_sim_time a paused or looping bag stops or rewinds ROS time, and
+        # diagnostics must keep coming (their rates are per wall-clock second anyway).
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        period = float(self.get_parameter("diagnostics_period").value)
+        self._diag_timer = self.create_timer(period, self._publish_diagnostics, clock=self._steady)
+        self._fatal_timer = self.create_timer(FATAL_CHECK_PERIOD_S, self._check_fatal, clock=self._steady)
 
+    def _configure(self, engine_factory: EngineFactory) -> None:
+        """Load and warm up the model, create the publishers. Raises StartupError."""
+        if self.MANAGED:  # parameters may have changed while unconfigured
+            try:
+                self.params = node_params.current(self)
+            except node_params.ParameterError as exc:
+                raise StartupError(str(exc)) from None
         self._seg, self._engine = engine_factory(self.params, self._on_result, self._on_error)
         self._model_name = str(getattr(self._seg, "model_name", "model"))
         self._inference_size = tuple(getattr(self._seg, "inference_size", (0, 0)))
@@ -196,41 +237,79 @@ class SegmentationNode(Node):
         self._cameras = [Camera(i, ns) for i, ns in enumerate(namespaces)]
         self._forced = qos.forced_reliability(self.params.qos_reliability)
         for cam in self._cameras:
-            self._create_camera_io(cam)
-
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", qos.diagnostics_qos())
-        self.create_service(SetBool, "~/enable", self._on_enable)
-        self.add_on_set_parameters_callback(self._check_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
-        # Steady clock: with use_sim_time a paused or looping bag stops or rewinds ROS time, and
-        # diagnostics must keep coming (their rates are per wall-clock second anyway).
-        steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self._diag_timer = self.create_timer(self.params.diagnostics_period, self._publish_diagnostics,
-                                             clock=steady)
-        self._qos_timer = (self.create_timer(QOS_CHECK_PERIOD_S, self._check_qos, clock=steady)
-                           if self._forced is None else None)
-        self._fatal_timer = self.create_timer(FATAL_CHECK_PERIOD_S, self._check_fatal, clock=steady)
-
-        self._engine.start()
+            self._create_publishers(cam)
+        self._engine.start()  # warms up the whole pipeline
+        self._state = "inactive"
         device = getattr(self._seg, "device", "?")
-        log.info(f"model {self._model_name} ({len(self._classes)} classes: {', '.join(self._classes)}) "
-                 f"on {device}, inference size {self._inference_size[0]}x{self._inference_size[1]}, "
-                 f"serving {len(self._cameras)} camera(s): "
-                 + ", ".join(c.input_topic for c in self._cameras))
+        self.get_logger().info(
+            f"model {self._model_name} ({len(self._classes)} classes: {', '.join(self._classes)}) "
+            f"on {device}, inference size {self._inference_size[0]}x{self._inference_size[1]}, "
+            f"serving {len(self._cameras)} camera(s): "
+            + ", ".join(c.input_topic for c in self._cameras))
 
-    def _create_camera_io(self, cam: Camera) -> None:
+    def _activate(self) -> None:
+        """Subscribe every camera: frames flow."""
+        for cam in self._cameras:
+            cam.class_info_publisher.publish(String(data=self._class_info_json()))
+            self._create_subscriptions(cam)
+        if self._forced is None:
+            self._qos_timer = self.create_timer(QOS_CHECK_PERIOD_S, self._check_qos, clock=self._steady)
+        self._state = "active"
+
+    def _deactivate(self, timeout: float = 2.0) -> None:
+        """Unsubscribe, then let the engine finish and publish the frames it holds.
+
+        Results that arrive after ``timeout`` are counted as ``deactivated`` in /diagnostics
+        (and logged), never dropped silently.
+        """
+        if self._qos_timer is not None:
+            self.destroy_timer(self._qos_timer)
+            self._qos_timer = None
+        for cam in self._cameras:
+            for sub in (cam.subscription, cam.info_subscription):
+                if sub is not None:
+                    self.destroy_subscription(sub)
+            cam.subscription = cam.info_subscription = None
+            cam.reliability = None
+        if self._engine is not None and not self._engine.flush(timeout):
+            self.get_logger().warning(f"deactivate: the engine did not finish its frames in {timeout:g} s; "
+                                      "their results are counted as 'not published at deactivate'")
+        self._state = "inactive"
+
+    def _cleanup(self, timeout: float = 2.0) -> None:
+        """Stop the engine, unload the model, remove the publishers."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            try:
+                engine.stop(timeout=timeout)
+            except Exception as exc:
+                self.get_logger().error(f"stopping the engine: {exc}")
+        for cam in self._cameras:
+            for pub in (*cam.publishers.values(), cam.info_publisher, cam.class_info_publisher):
+                if pub is not None:
+                    self.destroy_publisher(pub)
+        self._cameras = []
+        self._seg = None
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give the model's memory back to other processes
+        self._state = "unconfigured"
+
+    def _create_publishers(self, cam: Camera) -> None:
         out_qos = qos.output_qos()
         for kind, _enc in OUTPUTS:
             cam.publishers[kind] = self.create_publisher(Image, f"{cam.prefix}segmentation/{kind}", out_qos)
         cam.info_publisher = self.create_publisher(CameraInfo, f"{cam.prefix}segmentation/camera_info", out_qos)
         cam.class_info_publisher = self.create_publisher(String, f"{cam.prefix}segmentation/class_info",
                                                          qos.latched_qos())
-        cam.class_info_publisher.publish(String(data=self._class_info_json()))
-        cam.info_subscription = self.create_subscription(
-            CameraInfo, f"{cam.prefix}camera_info", lambda m, c=cam: setattr(c, "info", m),
-            qos.camera_info_qos())
         base = self.resolve_topic_name(f"{cam.prefix}image")
         cam.input_topic = base + "/compressed" if self.params.input_transport == "compressed" else base
+
+    def _create_subscriptions(self, cam: Camera) -> None:
+        cam.info_subscription = self.create_subscription(
+            CameraInfo, f"{cam.prefix}camera_info", lambda m, c=cam: self._on_camera_info(c, m),
+            qos.camera_info_qos())
         reliability = self._forced
         if reliability is None:
             reliability = qos.matching_reliability(self._offered(cam)) or qos.RELIABLE
@@ -239,14 +318,29 @@ class SegmentationNode(Node):
     def _subscribe(self, cam: Camera, reliability: Any) -> None:
         if cam.subscription is not None:
             self.destroy_subscription(cam.subscription)
-        if self.params.input_transport == "compressed":
-            cam.subscription = self.create_subscription(
-                CompressedImage, cam.input_topic, lambda m, c=cam: self._on_compressed(c, m),
-                qos.input_qos(reliability))
-        else:
-            cam.subscription = self.create_subscription(
-                Image, cam.input_topic, lambda m, c=cam: self._on_image(c, m), qos.input_qos(reliability))
+        compressed = self.params.input_transport == "compressed"
+        msg_type = CompressedImage if compressed else Image
+        callback = self._on_compressed if compressed else self._on_image
+        kwargs: Dict[str, Any] = {}
+        if SubscriptionEventCallbacks is not None:
+            kwargs["event_callbacks"] = SubscriptionEventCallbacks(
+                message_lost=lambda info, c=cam: c.stats.count("lost_rmw", int(info.total_count_change)))
+        try:
+            cam.subscription = self.create_subscription(msg_type, cam.input_topic,
+                                                        lambda m, c=cam: callback(c, m),
+                                                        qos.input_qos(reliability), **kwargs)
+        except Exception as exc:  # an RMW without the message-lost event: stamps still count losses
+            if not kwargs:
+                raise
+            self.get_logger().info(f"{cam.input_topic}: no message-lost events from this RMW ({exc})")
+            cam.subscription = self.create_subscription(msg_type, cam.input_topic,
+                                                        lambda m, c=cam: callback(c, m),
+                                                        qos.input_qos(reliability))
         cam.reliability = reliability
+
+    def _on_camera_info(self, cam: Camera, msg: CameraInfo) -> None:
+        cam.info = msg
+        cam.loss.camera_info(_stamp(msg.header))
 
     def _class_info_json(self) -> str:
         meta = getattr(self._seg, "meta", {}) or {}
@@ -285,10 +379,13 @@ class SegmentationNode(Node):
             wanted.add("labels")  # camera_info needs the output size, which labels give
         return frozenset(wanted)
 
-    def _admit(self, cam: Camera) -> Optional[FrozenSet[str]]:
+    def _admit(self, cam: Camera, header: Header) -> Optional[FrozenSet[str]]:
         """Count the frame; the outputs to compute, or None when it is not to be processed."""
         stats = cam.stats
         stats.count("received")
+        lost = cam.loss.image(_stamp(header))
+        if lost:
+            stats.count("lost", lost)
         if not self._enabled:
             stats.count("paused")
             return None
@@ -313,7 +410,7 @@ class SegmentationNode(Node):
             f"frame_id '{header.frame_id}'): {exc}{more}")
 
     def _on_image(self, cam: Camera, msg: Image) -> None:
-        outputs = self._admit(cam)
+        outputs = self._admit(cam, msg.header)
         if outputs is None:
             return
         try:
@@ -328,7 +425,7 @@ class SegmentationNode(Node):
                                                       block=False))
 
     def _on_compressed(self, cam: Camera, msg: CompressedImage) -> None:
-        outputs = self._admit(cam)
+        outputs = self._admit(cam, msg.header)
         if outputs is None:
             return
         data = bytes(msg.data)  # one copy out of the message, for the check and the engine
@@ -367,6 +464,9 @@ class SegmentationNode(Node):
             return
         ctx: FrameContext = res.context
         cam = self._cameras[ctx.camera]
+        if self._state != "active":  # finished after deactivate's flush timeout
+            cam.stats.count("deactivated")
+            return
         try:
             self._publish_result(cam, ctx, res)
         except Exception as exc:  # a publishing problem must not kill the engine worker
@@ -441,7 +541,7 @@ class SegmentationNode(Node):
             return
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
-        for cam in self._cameras:
+        for cam in self._cameras or [Camera(0, "")]:
             status = DiagnosticStatus(level=DiagnosticStatus.ERROR, name=(
                 f"{self.get_fully_qualified_name()}: {cam.namespace}" if cam.namespace
                 else self.get_fully_qualified_name()), message=f"fatal: {self._fatal}",
@@ -455,24 +555,32 @@ class SegmentationNode(Node):
 
     # ---------------------------------------------------------- diagnostics
     def _publish_diagnostics(self) -> None:
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        fqn = self.get_fully_qualified_name()
+        if self._state != "active":  # a managed node that serves no camera now
+            message = {"unconfigured": "unconfigured: no model loaded (configure loads it)",
+                       "inactive": f"inactive: model {self._model_name} loaded, not subscribed "
+                                   "(activate starts processing)"}.get(self._state, self._state)
+            array.status.append(diagnostics.state_status(fqn, self._model_name or "none", self._state, message))
+            self._diag_pub.publish(array)
+            return
         try:
             stats = self._engine.stats()
         except Exception as exc:  # diagnostics must not take the node down either
             stats = {"device": "?", "error": str(exc)}
         per_source = stats.get("per_source") or {}
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
         lines = []
-        fqn = self.get_fully_qualified_name()
         for cam in self._cameras:
             source = per_source.get(cam.source_id, {})
             dropped = int(source.get("dropped", stats.get("dropped", 0) if len(self._cameras) == 1 else 0) or 0)
-            window = cam.stats.window(dropped)  # the engine counts refused submits as dropped too
+            # the engine counts refused submits as dropped too
+            window = cam.stats.window(dropped, cam.loss.period())
             label = f"{fqn}: {cam.namespace}" if cam.namespace else fqn
             array.status.append(diagnostics.build_status(
                 label, f"{self._model_name}@{stats.get('device', '?')}", window, not self._enabled,
                 cam.input_topic, {**stats, **({"stages_ms": source["stages_ms"]} if "stages_ms" in source else {})},
-                self._model_name, self._inference_size))
+                self._model_name, self._inference_size, self._state, self.MANAGED))
             lines.append(diagnostics.log_line(cam.input_topic, window))
         self._diag_pub.publish(array)
         self.get_logger().info(" | ".join(lines), throttle_duration_sec=max(10.0, self.params.diagnostics_period))
@@ -490,7 +598,12 @@ class SegmentationNode(Node):
         for change in changes:
             if change.name == "use_sim_time":
                 continue
-            reason, p = node_params.check_runtime_change(p, change.name, change.value)
+            if self.MANAGED:
+                reason, p = node_params.check_change(p, change.name, change.value,
+                                                     configured=self._state != "unconfigured",
+                                                     state=self._state)
+            else:
+                reason, p = node_params.check_runtime_change(p, change.name, change.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
@@ -502,7 +615,8 @@ class SegmentationNode(Node):
                 p = node_params.check_runtime_change(p, change.name, change.value)[1]
         self.params = p  # one reference swap: callbacks always see a consistent set
         outputs = frozenset(("labels",) + tuple(k for k, t in TOGGLES.items() if getattr(p, t)))
-        self._engine.update(overlay_alpha=p.overlay_alpha, outputs=outputs)
+        if self._engine is not None:
+            self._engine.update(overlay_alpha=p.overlay_alpha, outputs=outputs)
 
     # ------------------------------------------------------------- shutdown
     def close(self, timeout: float = 2.0) -> None:
@@ -517,6 +631,92 @@ class SegmentationNode(Node):
             except Exception as exc:
                 self.get_logger().error(f"stopping the engine: {exc}")
         self.destroy_node()
+
+
+class SegmentationNode(_SegmentationCore, Node):
+    """The plain node: configured and active from the start (the default)."""
+
+    def __init__(self, *, engine_factory: EngineFactory = default_engine_factory,
+                 node_name: str = NODE_NAME, **node_kwargs: Any) -> None:
+        self._reset_fields()
+        super().__init__(node_name, **node_kwargs)
+        try:
+            self._init_core()
+            self._configure(engine_factory)
+            self._activate()
+        except BaseException:
+            self.close()
+            raise
+
+
+class SegmentationLifecycleNode(_SegmentationCore, LifecycleNode):
+    """The managed node (``segmentation_lifecycle_node``, launch ``lifecycle:=true``).
+
+    Starts unconfigured. configure: load and warm up the model (on an error: back to
+    unconfigured, with the reason logged and in /diagnostics); activate: subscribe and publish;
+    deactivate: unsubscribe, publish what the engine still holds; cleanup: unload the model;
+    shutdown: from any state. Parameters that need a restart in the plain node may change while
+    unconfigured.
+    """
+
+    MANAGED = True
+
+    def __init__(self, *, engine_factory: EngineFactory = default_engine_factory,
+                 node_name: str = NODE_NAME, **node_kwargs: Any) -> None:
+        self._reset_fields()
+        self._engine_factory = engine_factory
+        self._last_error = ""
+        super().__init__(node_name, **node_kwargs)
+        try:
+            self._init_core()
+        except BaseException:
+            self.close()
+            raise
+        self.get_logger().info("managed node: unconfigured (ros2 lifecycle set <node> configure)")
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load and warm up the model; on an error, log why and stay unconfigured."""
+        try:
+            self._configure(self._engine_factory)
+        except StartupError as exc:
+            self._last_error = str(exc)
+            self.get_logger().error(f"configure failed, staying unconfigured: {exc}")
+            self._cleanup()
+            return TransitionCallbackReturn.FAILURE
+        self._last_error = ""
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe the cameras."""
+        self._activate()
+        self.get_logger().info("active: " + ", ".join(c.input_topic for c in self._cameras))
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe; frames in the engine are published (or counted) first."""
+        self._deactivate()
+        self.get_logger().info("inactive: not subscribed, model loaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unload the model."""
+        self._cleanup()
+        self.get_logger().info("unconfigured: model unloaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any primary state: stop everything."""
+        if self._state == "active":
+            self._deactivate()
+        self._cleanup()
+        self._state = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: release everything and go back to unconfigured."""
+        self.get_logger().error("a lifecycle transition failed; cleaning up to unconfigured")
+        self._cleanup()
+        return TransitionCallbackReturn.SUCCESS
 
 
 def _stamp(header: Header) -> float:
@@ -552,7 +752,9 @@ def _bridge_library_logging() -> None:
         lib.propagate = False
 
 
-def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = default_engine_factory) -> int:
+def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = default_engine_factory,
+         managed: bool = False) -> int:
+    """``segmentation_node`` (or, with ``managed``, the lifecycle node): init, spin, exit code."""
     starting = True
 
     def sigterm_while_starting(signum: int, frame: Any) -> None:
@@ -574,7 +776,8 @@ def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = defau
     _bridge_library_logging()
     node: Optional[SegmentationNode] = None
     try:
-        node = SegmentationNode(engine_factory=engine_factory)
+        node_class = SegmentationLifecycleNode if managed else SegmentationNode
+        node = node_class(engine_factory=engine_factory)
         starting = False
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -595,5 +798,11 @@ def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = defau
     return 0
 
 
+def lifecycle_main(argv: Optional[List[str]] = None,
+                   engine_factory: EngineFactory = default_engine_factory) -> int:
+    """``segmentation_lifecycle_node``: the managed node (starts unconfigured)."""
+    return main(argv, engine_factory, managed=True)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lifecycle_main() if "--lifecycle" in sys.argv[1:2] else main())

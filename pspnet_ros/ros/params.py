@@ -128,10 +128,16 @@ _SPECS: Dict[str, Tuple[int, Any, str, Optional[Tuple[float, float]]]] = {
 _INT_RANGES: Dict[str, Tuple[int, int]] = {"max_batch": (1, 16), "max_consecutive_failures": (0, 100000)}
 
 
-def descriptor(name: str) -> ParameterDescriptor:
+def descriptor(name: str, managed: bool = False) -> ParameterDescriptor:
+    """The ParameterDescriptor of ``name``.
+
+    A managed (lifecycle) node declares no parameter read-only: its configure step reads them,
+    so they may change while it is unconfigured; its on-set callback refuses the change in any
+    other state (see :func:`check_change`).
+    """
     ros_type, _default, description, frange = _SPECS[name]
     d = ParameterDescriptor(name=name, type=ros_type, description=description,
-                            read_only=name not in RUNTIME)
+                            read_only=name not in RUNTIME and not managed)
     if name in CHOICES:
         d.additional_constraints = "one of: " + ", ".join(CHOICES[name])
     if frange is not None:
@@ -229,7 +235,27 @@ def check_runtime_change(params: NodeParams, name: str, value: Any) -> Tuple[Opt
         return str(exc), params
 
 
-def declare(node: Any) -> NodeParams:
+def check_change(params: NodeParams, name: str, value: Any, configured: bool,
+                 state: str = "active") -> Tuple[Optional[str], NodeParams]:
+    """Like :func:`check_runtime_change`, for a managed node in lifecycle ``state``.
+
+    Runtime parameters change in any state. The others change only while the node is
+    unconfigured (configure reads them); ``configured`` is False then.
+    """
+    if name in RUNTIME or configured:
+        reason, new = check_runtime_change(params, name, value)
+        if reason and name not in RUNTIME:
+            reason = (f"parameter '{name}' can only change while the node is unconfigured "
+                      f"(it is {state}): deactivate and clean it up first")
+        return reason, new
+    try:
+        check_value(name, value)
+    except (ParameterError, TypeError, ValueError) as exc:
+        return str(exc), params
+    return None, params
+
+
+def declare(node: Any, managed: bool = False) -> NodeParams:
     """Declare every parameter on ``node`` and return them validated.
 
     Raises:
@@ -240,10 +266,19 @@ def declare(node: Any) -> NodeParams:
     values: Dict[str, Any] = {}
     for name, (_ros_type, default, _desc, _range) in _SPECS.items():
         try:
-            values[name] = node.declare_parameter(name, default, descriptor(name)).value
+            values[name] = node.declare_parameter(name, default, descriptor(name, managed)).value
         except ParameterException as exc:
             raise ParameterError(_describe_declare_error(name, exc)) from None
-    return params_from_values(values)
+    return params_from_values(values) if not managed else NodeParams()
+
+
+def current(node: Any) -> NodeParams:
+    """The node's declared parameters as they are now, validated (a managed node's configure).
+
+    Raises:
+        ParameterError: a value the node cannot run with (with the parameter's name).
+    """
+    return params_from_values({name: node.get_parameter(name).value for name in _SPECS})
 
 
 def _describe_declare_error(name: str, exc: Exception) -> str:

@@ -39,8 +39,14 @@ def latched_qos() -> QoSProfile:
 
 
 def camera_info_qos() -> QoSProfile:
-    """camera_info is tiny (no fragmentation), so best effort loses nothing and matches any publisher."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=BEST_EFFORT,
+    """Best effort, keep last 10.
+
+    camera_info is tiny (no fragmentation), so best effort loses nothing and matches any
+    publisher. Depth 10 keeps every message while the executor is busy: their stamps give the
+    camera's real period for the input-loss count even when the keep-last-1 image queue
+    replaces frames.
+    """
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=BEST_EFFORT,
                       durability=DurabilityPolicy.VOLATILE)
 
 
