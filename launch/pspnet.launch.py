@@ -11,7 +11,10 @@ camera_info_topic (remaps of the node's relative ``image`` and ``camera_info``; 
 not empty), use_sim_time (true when replaying a bag with /clock), respawn (default true:
 restart the node when it exits with code 3, its "device unusable" exit after a sticky CUDA
 error or ``max_consecutive_failures`` failed frames; configuration errors, code 2, and clean
-exits are not restarted, so a broken parameter file does not loop).
+exits are not restarted, so a broken parameter file does not loop), lifecycle (default false:
+true starts ``segmentation_lifecycle_node``, a managed node that starts unconfigured), autostart
+(with lifecycle: configure, then activate once inactive, as a Nav2 lifecycle manager's
+``autostart`` does; false leaves it to ``ros2 lifecycle set`` or your lifecycle manager).
 """
 
 import os
@@ -20,7 +23,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, RegisterEventHandler, TimerAction
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 
 PACKAGE = "pspnet_ros"
 EXIT_FATAL = 3  # pspnet_ros.ros.node.EXIT_FATAL (not imported: launch files stay import-light)
@@ -42,19 +45,26 @@ def _node(context):
     if arg("checkpoint"):
         overrides["checkpoint"] = arg("checkpoint")
     respawn = arg("respawn").lower() in ("true", "1", "yes")
+    lifecycle = arg("lifecycle").lower() in ("true", "1", "yes")
+    autostart = arg("autostart").lower() in ("true", "1", "yes")
 
     def make():
-        node = Node(
+        common = dict(
             package=PACKAGE,
-            executable="segmentation_node",
             name="segmentation_node",
             namespace=arg("namespace"),
             parameters=[params_file, overrides],
             remappings=[("image", arg("image_topic")), ("camera_info", arg("camera_info_topic"))],
             output="screen",
         )
+        if lifecycle:
+            node = LifecycleNode(executable="segmentation_lifecycle_node", **common)
+            actions = [node] + (_autostart(node) if autostart else [])
+        else:
+            node = Node(executable="segmentation_node", **common)
+            actions = [node]
         if not respawn:
-            return [node]
+            return actions
 
         def on_exit(event, _context):
             if event.returncode != EXIT_FATAL:
@@ -63,9 +73,27 @@ def _node(context):
                                 f"restarting in {RESPAWN_DELAY_S:g} s"),
                     TimerAction(period=RESPAWN_DELAY_S, actions=make())]
 
-        return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
+        return actions + [RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
 
     return make()
+
+
+def _autostart(node):
+    """configure now; activate when configure reaches inactive (not after a deactivate)."""
+    from launch.actions import EmitEvent
+    from launch.events import matches_action
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    def change(transition):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=transition))
+
+    return [change(Transition.TRANSITION_CONFIGURE),
+            RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, start_state="configuring",
+                                                   goal_state="inactive",
+                                                   entities=[change(Transition.TRANSITION_ACTIVATE)]))]
 
 
 def generate_launch_description():
@@ -84,5 +112,9 @@ def generate_launch_description():
                               description="use /clock (bag replay)"),
         DeclareLaunchArgument("respawn", default_value="true",
                               description="restart the node after a fatal device error (exit code 3)"),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="true: a managed (lifecycle) node that starts unconfigured"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="with lifecycle:=true, configure and activate at start"),
         OpaqueFunction(function=_node),
     ])

@@ -375,8 +375,10 @@ class _SegmentationCore:
                 continue
             if cam.publishers[kind].get_subscription_count() > 0:
                 wanted.add(kind)
-        if wanted and cam.info_publisher.get_subscription_count() > 0:
-            wanted.add("labels")  # camera_info needs the output size, which labels give
+        if cam.info_publisher.get_subscription_count() > 0:
+            # segmentation/camera_info alone is worth a frame too (`ros2 topic echo` of it must
+            # not hang); it needs the output size, which labels give.
+            wanted.add("labels")
         return frozenset(wanted)
 
     def _admit(self, cam: Camera, header: Header) -> Optional[FrozenSet[str]]:
