@@ -13,5 +13,6 @@ from .calibration import (  # noqa: F401
     Intrinsics, KITTI_P2, DEFAULT_HFOV_DEG, default_intrinsics, camera_info_msg,
     scale_camera_info)
 from .storage import (  # noqa: F401
-    FORMATS, _INFINITE, storage_plugin, bag_format, qos_profile, open_reader, ImageTopic,
+    FORMATS, DISTROS, DEFAULT_DISTRO, check_distro, default_format, writer_version, finish_for_distro,
+    _INFINITE, storage_plugin, bag_format, qos_profile, open_reader, ImageTopic,
     image_topics, partial_dir, atomic_bag_dir)

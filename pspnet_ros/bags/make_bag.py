@@ -176,7 +176,7 @@ def write_bag(out: Path, frames: Iterator[Frame], *, topic: str, rate: float, st
               frame_id: str = "camera", compressed: bool = False, fmt: str = "mcap",
               camera_info: str = "auto", inputs: Sequence[Path] = (), pattern: str = "*",
               limit: Optional[int] = None, jpeg_quality: int = 90, overwrite: bool = False,
-              progress: bool = True) -> int:
+              progress: bool = True, distro: str = bc.DEFAULT_DISTRO) -> int:
     """Write ``frames`` into a new bag at ``out``; returns the number of frames written."""
     from rosbags.rosbag2 import Writer
     from tqdm import tqdm
@@ -190,8 +190,9 @@ def write_bag(out: Path, frames: Iterator[Frame], *, topic: str, rate: float, st
     count = 0
     intr: Optional[bc.Intrinsics] = None
     base_intr: Optional[bc.Intrinsics] = None
+    bc.check_distro(distro)
     with bc.atomic_bag_dir(out, overwrite=overwrite) as tmp:
-        writer = Writer(tmp, version=Writer.VERSION_LATEST, storage_plugin=bc.storage_plugin(fmt))
+        writer = Writer(tmp, version=bc.writer_version(distro), storage_plugin=bc.storage_plugin(fmt))
         writer.open()
         try:
             # Offered QoS as a camera driver offers it (reliable, volatile): `ros2 bag play`
@@ -239,6 +240,7 @@ def write_bag(out: Path, frames: Iterator[Frame], *, topic: str, rate: float, st
         except BaseException:
             writer.abort()
             raise
+        bc.finish_for_distro(tmp, distro)
     return count
 
 
@@ -263,8 +265,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path,
                    help="image folders (sorted by name), image files or videos (PyAV)")
     p.add_argument("--out", type=Path, required=True, help="bag directory to create")
-    p.add_argument("--format", choices=bc.FORMATS, default="mcap",
-                   help="rosbag2 storage plugin (default mcap, ROS 2's default since Iron)")
+    p.add_argument("--format", choices=bc.FORMATS, default=None,
+                   help="rosbag2 storage plugin (default mcap, ROS 2's default since Iron; "
+                        "sqlite3 with --distro humble)")
+    p.add_argument("--distro", choices=bc.DISTROS, default=bc.DEFAULT_DISTRO,
+                   help=f"ROS 2 distro that will play the bag (default {bc.DEFAULT_DISTRO}: metadata "
+                        "version 9, read by Jazzy and Kilted; humble: version 5)"),
     p.add_argument("--rate", type=float, default=None,
                    help=f"frame rate in Hz (default: the video's rate, {DEFAULT_IMAGE_RATE:g} "
                         "for images)")
@@ -302,7 +308,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         start = args.start_time if args.start_time is not None else float(int(time.time()))
         n = write_bag(args.out, iter_frames(args.inputs, args.pattern), topic=args.topic,
                       rate=rate, start_ns=int(round(start * 1e9)), frame_id=args.frame_id,
-                      compressed=args.compressed, fmt=args.format, camera_info=args.camera_info,
+                      compressed=args.compressed, fmt=args.format or bc.default_format(args.distro),
+                      camera_info=args.camera_info, distro=args.distro,
                       inputs=args.inputs, pattern=args.pattern, limit=args.limit,
                       jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
                       progress=not args.no_progress)

@@ -167,7 +167,8 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
                 confidence: bool = False, overlay_alpha: float = 0.5,
                 drivable_classes: Optional[Sequence[str]] = None, batch: int = 1,
                 overwrite: bool = False, progress: bool = True,
-                on_frame: Optional[Callable[[int, int], None]] = None) -> Summary:
+                on_frame: Optional[Callable[[int, int], None]] = None,
+                distro: str = bc.DEFAULT_DISTRO) -> Summary:
     """Segment every frame of ``in_bag`` into ``out_bag``; see the module docstring.
 
     ``on_frame(written, total)`` is called after each frame is written with its outputs (a
@@ -186,6 +187,7 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
         raise bc.BagError("--out must differ from the input bag")
     if batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
+    bc.check_distro(distro)
     if out_bag.exists() and not overwrite:  # fail before loading the model
         raise bc.BagError(f"{out_bag} exists; pass --overwrite or choose another --out")
     ts = bc.typestore()
@@ -193,7 +195,7 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
     summary = Summary(out=out_bag)
     try:
         topics = bc.image_topics(reader, image_topics)
-        fmt = fmt or bc.bag_format(in_bag)
+        fmt = fmt or (bc.default_format(distro) if distro == "humble" else bc.bag_format(in_bag))
         dev = resolve_device(device)
         ckpt = resolve_checkpoint(checkpoint, device=dev)
         seg = Segmenter.from_checkpoint(str(ckpt), device=dev, precision=precision,
@@ -226,7 +228,7 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
         t0 = time.perf_counter()
         stopped = None  # the KeyboardInterrupt to re-raise once the partial bag is in place
         with bc.atomic_bag_dir(out_bag, overwrite=overwrite) as tmp:
-            writer = Writer(tmp, version=Writer.VERSION_LATEST, storage_plugin=bc.storage_plugin(fmt))
+            writer = Writer(tmp, version=bc.writer_version(distro), storage_plugin=bc.storage_plugin(fmt))
             writer.open()
             try:
                 _run(reader, writer, engine, results, streams, info_to_stream, class_info, ts,
@@ -248,6 +250,7 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
             writer.set_custom_data("pspnet.frames", f"{summary.frames_written}/{summary.frames_total}")
             writer.set_custom_data("pspnet.checkpoint", str(ckpt))
             writer.close()
+            bc.finish_for_distro(tmp, distro)  # Humble's metadata v5 has no custom_data
         if stopped is not None:
             stopped.summary = summary  # type: ignore[attr-defined]
             raise stopped
@@ -436,7 +439,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="class names counted as drivable (default: the checkpoint's)")
     p.add_argument("--confidence", action="store_true", help="also write segmentation/confidence")
     p.add_argument("--format", choices=bc.FORMATS, default=None,
-                   help="output storage (default: same as the input)")
+                   help="output storage (default: same as the input; sqlite3 with --distro humble)")
+    p.add_argument("--distro", choices=bc.DISTROS, default=bc.DEFAULT_DISTRO,
+                   help=f"ROS 2 distro that will play the bag (default {bc.DEFAULT_DISTRO}: metadata "
+                        "version 9, read by Jazzy and Kilted; humble: version 5)")
     p.add_argument("--batch", type=int, default=1,
                    help="frames per forward pass (default 1: results independent of timing; "
                         "larger is faster on GPU but batch-dependent in the last bits)")
@@ -456,7 +462,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             image_topics=args.image_topic, fmt=args.format,
             output_resolution=args.output_resolution, confidence=args.confidence,
             overlay_alpha=args.overlay_alpha, drivable_classes=args.drivable_classes,
-            batch=args.batch, overwrite=args.overwrite, progress=not args.no_progress)
+            batch=args.batch, overwrite=args.overwrite, progress=not args.no_progress,
+            distro=args.distro)
     except KeyboardInterrupt as exc:
         s = getattr(exc, "summary", None)
         if s is None:

@@ -14,6 +14,18 @@ from .messages import IMAGE_TYPES, BagError
 
 LOGGER = logging.getLogger(__name__)
 FORMATS = ("mcap", "sqlite3")
+# rosbag2 metadata.yaml version each ROS 2 distro reads: Humble (rosbag2 0.15) knows up to 5;
+# Jazzy and Kilted read 9, which rosbags writes. 6 added custom_data, 7 type_description_hash,
+# 8 ros_distro, 9 offered_qos_profiles as a list instead of a YAML string.
+DISTRO_METADATA_VERSION = {"humble": 5, "jazzy": 9, "kilted": 9}
+DISTROS = tuple(DISTRO_METADATA_VERSION)
+DEFAULT_DISTRO = "jazzy"  # metadata v9: Jazzy and Kilted; --distro humble for Humble
+# Humble's default storage plugin is sqlite3 (mcap needs ros-humble-rosbag2-storage-mcap).
+DISTRO_DEFAULT_FORMAT = {"humble": "sqlite3", "jazzy": "mcap", "kilted": "mcap"}
+_V5_TOPIC_KEYS = ("name", "type", "serialization_format", "offered_qos_profiles")
+_V5_KEYS = ("version", "storage_identifier", "duration", "starting_time", "message_count",
+            "topics_with_message_count", "compression_format", "compression_mode",
+            "relative_file_paths", "files")
 # rosbag2's RMW_DURATION_INFINITE as written into metadata.yaml by `ros2 bag record`.
 _INFINITE = (9223372036, 854775807)
 
@@ -103,6 +115,64 @@ def image_topics(reader, requested: Sequence[str] = ()) -> List[ImageTopic]:
         raise BagError(f"{reader.path} has no sensor_msgs/Image or CompressedImage topic "
                        f"(topics: {topics})")
     return [found[t] for t in sorted(found)]
+
+
+def check_distro(distro: str) -> int:
+    """The metadata version for ``distro``; BagError names the choices."""
+    if distro not in DISTRO_METADATA_VERSION:
+        raise BagError(f"unknown ROS 2 distro {distro!r}; choose one of {', '.join(DISTROS)}")
+    return DISTRO_METADATA_VERSION[distro]
+
+
+def default_format(distro: str) -> str:
+    """The storage plugin a bag for ``distro`` uses unless --format says otherwise."""
+    check_distro(distro)
+    return DISTRO_DEFAULT_FORMAT[distro]
+
+
+def writer_version(distro: str) -> int:
+    """The version to give rosbags' Writer (8 or 9); :func:`finish_for_distro` goes lower."""
+    return max(8, min(9, check_distro(distro)))
+
+
+def finish_for_distro(bag: Path, distro: str) -> None:
+    """Rewrite a closed bag's metadata for ``distro`` (a no-op for Jazzy and Kilted).
+
+    For Humble: metadata.yaml becomes version 5 (the keys of later versions removed; the QoS
+    profiles stay the YAML string that version 8 and Humble's rosbag2 both write), and a
+    sqlite3 file gets schema version 3 with the same metadata, as Humble's sqlite3 plugin knows.
+    """
+    import sqlite3
+
+    import yaml
+
+    version = check_distro(distro)
+    if version >= 8:
+        return
+    path = Path(bag) / "metadata.yaml"
+    doc = yaml.safe_load(path.read_text())
+    info = doc["rosbag2_bagfile_information"]
+    if info.get("version") != 8:
+        raise BagError(f"{bag}: expected a version-8 bag to convert, found {info.get('version')}")
+    for twc in info["topics_with_message_count"]:
+        meta = twc["topic_metadata"]
+        twc["topic_metadata"] = {k: meta[k] for k in _V5_TOPIC_KEYS if k in meta}
+    info = {k: info[k] for k in _V5_KEYS if k in info}
+    info["version"] = version
+    path.write_text(yaml.safe_dump({"rosbag2_bagfile_information": info}, sort_keys=False))
+    if info["storage_identifier"] == "sqlite3":
+        for rel in info["relative_file_paths"]:
+            con = sqlite3.connect(Path(bag) / rel)
+            try:
+                with con:
+                    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                    if "schema" in tables:
+                        con.execute("UPDATE schema SET schema_version = 3, ros_distro = ?", (distro,))
+                    if "metadata" in tables:
+                        con.execute("UPDATE metadata SET metadata_version = ?, metadata = ?",
+                                    (version, yaml.safe_dump(info, sort_keys=False)))
+            finally:
+                con.close()
 
 
 def partial_dir(out: Path) -> Path:
