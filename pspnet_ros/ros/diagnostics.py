@@ -78,7 +78,7 @@ class StampGapMeter:
             self._last_info = stamp
 
     def period(self) -> Optional[float]:
-        """The camera's frame period in seconds, or None until it is known."""
+        """Return the camera's frame period in seconds, or None until it is known."""
         gaps = self._info_gaps if len(self._info_gaps) >= 3 else self._image_gaps
         if len(gaps) < 3:
             return None
@@ -250,14 +250,14 @@ def build_status(name: str, hardware_id: str, w: Window, paused: bool, input_top
 
 
 def state_status(name: str, hardware_id: str, state: str, message: str) -> DiagnosticStatus:
-    """The status of a managed node that serves no camera yet (unconfigured or inactive)."""
+    """Build the status of a managed node that serves no camera (unconfigured or inactive)."""
     return DiagnosticStatus(level=OK, name=name, message=message, hardware_id=hardware_id,
                             values=[KeyValue(key="lifecycle state", value=state),
                                     KeyValue(key="managed", value="True")])
 
 
 def log_line(label: str, w: Window) -> str:
-    """The same numbers in one line for the throttled log."""
+    """Format the same numbers in one line for the throttled log."""
     return (f"{label}: in {w.input_hz:.1f} Hz, out {w.output_hz:.1f} Hz, lost {w.lost_hz:.1f}/s, "
             f"dropped {w.dropped_total}, "
             f"failed {w.total['failed']}, bad {w.total['bad_input']}, latency p50 "

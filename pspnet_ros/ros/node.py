@@ -63,8 +63,11 @@ class StartupError(RuntimeError):
 
 
 class FatalDeviceError(RuntimeError):
-    """The engine cannot process frames any more (a sticky CUDA error, or too many consecutive
-    failures): the node exits with EXIT_FATAL so that ``respawn=True`` restarts it."""
+    """The engine cannot process frames any more.
+
+    A sticky CUDA error, or too many consecutive failures: the node exits with EXIT_FATAL so that
+    ``respawn=True`` restarts it.
+    """
 
 
 EXIT_FATAL = 3
@@ -282,7 +285,7 @@ class _SegmentationCore:
         if engine is not None:
             try:
                 engine.stop(timeout=timeout)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (shutting down: log it, release the rest)
                 self.get_logger().error(f"stopping the engine: {exc}")
         for cam in self._cameras:
             for pub in (*cam.publishers.values(), cam.info_publisher, cam.class_info_publisher):
@@ -451,7 +454,7 @@ class _SegmentationCore:
         except InputError as exc:  # engines may validate synchronously too
             self._bad_input(cam, Header(), exc)
             return
-        except Exception as exc:  # never let one frame take the node down
+        except Exception as exc:  # noqa: BLE001 (never let one frame take the node down)
             cam.stats.count("failed", error=f"{type(exc).__name__}: {exc}")
             self.get_logger().error(f"{cam.input_topic}: submitting a frame failed: {exc}",
                                     throttle_duration_sec=5.0)
@@ -471,7 +474,7 @@ class _SegmentationCore:
             return
         try:
             self._publish_result(cam, ctx, res)
-        except Exception as exc:  # a publishing problem must not kill the engine worker
+        except Exception as exc:  # noqa: BLE001 (a publishing problem must not kill the engine worker)
             if self._closing:
                 return
             cam.stats.count("failed", error=f"publishing: {exc}")
@@ -537,8 +540,10 @@ class _SegmentationCore:
             self._fatal = reason
 
     def _check_fatal(self) -> None:
-        """Executor thread: after a fatal engine error, publish ERROR diagnostics, log why and
-        leave spin() (main exits with EXIT_FATAL)."""
+        """Stop after a fatal engine error (executor thread).
+
+        Publishes ERROR diagnostics, logs why and leaves spin() (main exits with EXIT_FATAL).
+        """
         if self._fatal is None or self._closing:
             return
         array = DiagnosticArray()
@@ -569,7 +574,7 @@ class _SegmentationCore:
             return
         try:
             stats = self._engine.stats()
-        except Exception as exc:  # diagnostics must not take the node down either
+        except Exception as exc:  # noqa: BLE001 (diagnostics must not take the node down either)
             stats = {"device": "?", "error": str(exc)}
         per_source = stats.get("per_source") or {}
         lines = []
@@ -630,7 +635,7 @@ class _SegmentationCore:
         if engine is not None:
             try:
                 engine.stop(timeout=timeout)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (shutting down: log it, release the rest)
                 self.get_logger().error(f"stopping the engine: {exc}")
         self.destroy_node()
 
@@ -715,7 +720,7 @@ class SegmentationLifecycleNode(_SegmentationCore, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """A transition raised: release everything and go back to unconfigured."""
+        """Release everything after a transition raised, and go back to unconfigured."""
         self.get_logger().error("a lifecycle transition failed; cleaning up to unconfigured")
         self._cleanup()
         return TransitionCallbackReturn.SUCCESS
@@ -726,8 +731,10 @@ def _stamp(header: Header) -> float:
 
 
 class _RosLogHandler(logging.Handler):
-    """Forwards the library's Python logging (engine, decoders) to the node's ROS logger, so
-    those lines reach /rosout and the console in ROS format instead of bare stderr."""
+    """Forward the library's Python logging (engine, decoders) to the node's ROS logger.
+
+    Those lines then reach /rosout and the console in ROS format instead of bare stderr.
+    """
 
     def __init__(self, logger: Any) -> None:
         super().__init__(level=logging.INFO)
@@ -742,7 +749,7 @@ class _RosLogHandler(logging.Handler):
                 self._logger.warning(msg)
             else:
                 self._logger.info(msg)
-        except Exception:  # logging must never take the node down
+        except Exception:  # noqa: BLE001 (logging must never take the node down)
             self.handleError(record)
 
 

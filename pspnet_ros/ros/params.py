@@ -129,7 +129,7 @@ _INT_RANGES: Dict[str, Tuple[int, int]] = {"max_batch": (1, 16), "max_consecutiv
 
 
 def descriptor(name: str, managed: bool = False) -> ParameterDescriptor:
-    """The ParameterDescriptor of ``name``.
+    """Build the ParameterDescriptor of ``name``.
 
     A managed (lifecycle) node declares no parameter read-only: its configure step reads them,
     so they may change while it is unconfigured; its on-set callback refuses the change in any
@@ -153,7 +153,7 @@ def default_values() -> Dict[str, Any]:
 
 
 def _clean_list(value: Any) -> Tuple[str, ...]:
-    """String lists from YAML/CLI: None (an empty YAML list) and '' entries mean 'none given'."""
+    """Clean a string list from YAML/CLI: None (an empty YAML list) and '' entries mean 'none given'."""
     if value is None:
         return ()
     return tuple(str(v).strip() for v in value if str(v).strip())
@@ -220,7 +220,7 @@ def check_value(name: str, value: Any) -> Any:
 
 
 def params_from_values(values: Dict[str, Any]) -> NodeParams:
-    """Validated NodeParams from raw values (missing keys take their defaults)."""
+    """Validate raw values into NodeParams (missing keys take their defaults)."""
     merged = {**default_values(), **values}
     return NodeParams(**{name: check_value(name, merged[name]) for name in _SPECS})
 
@@ -273,7 +273,7 @@ def declare(node: Any, managed: bool = False) -> NodeParams:
 
 
 def current(node: Any) -> NodeParams:
-    """The node's declared parameters as they are now, validated (a managed node's configure).
+    """Read the node's declared parameters as they are now, validated (a managed node's configure).
 
     Raises:
         ParameterError: a value the node cannot run with (with the parameter's name).

@@ -1,5 +1,7 @@
-"""`--distro`: bags whose metadata each ROS 2 distro reads (Humble: version 5; Jazzy, Kilted: 9),
-checked by reading metadata.yaml and the storage file back."""
+"""`--distro`: bags whose metadata each ROS 2 distro reads.
+
+Humble: version 5; Jazzy, Kilted: 9. Checked by reading metadata.yaml and the storage file back.
+"""
 
 from __future__ import annotations
 

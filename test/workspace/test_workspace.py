@@ -25,6 +25,9 @@ NODE = f"{NS}/segmentation_node"
 LAUNCH = ("ros2 launch pspnet_ros pspnet.launch.py namespace:=/ws image_topic:=/camera/image_raw "
           "camera_info_topic:=/camera/camera_info")
 READY = r"serving 1 camera\(s\)"
+ECHO = "ros2 topic echo --once --no-daemon"
+IMAGE = "sensor_msgs/msg/Image"
+DIAG = f"{ECHO} /diagnostics diagnostic_msgs/msg/DiagnosticArray --field status"
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +83,12 @@ def test_launch_topics_params_service(ws, bag):
     rates = [float(r) for r in re.findall(r"average rate: ([0-9.]+)", hz)]
     assert rates, hz
     assert 2.5 <= rates[-1] <= 7.5, hz
-    res = ws.sh(f"ros2 topic echo --once --no-daemon {NS}/segmentation/labels sensor_msgs/msg/Image --field encoding", timeout=60)
+    res = ws.sh(f"{ECHO} {NS}/segmentation/labels {IMAGE} --field encoding", timeout=60)
     assert res.returncode == 0 and "mono8" in res.stdout, res.stdout
-    res = ws.sh(f"ros2 topic echo --once --no-daemon {NS}/segmentation/camera_info sensor_msgs/msg/CameraInfo --field width",
+    res = ws.sh(f"{ECHO} {NS}/segmentation/camera_info sensor_msgs/msg/CameraInfo --field width",
                 timeout=60)
     assert res.returncode == 0 and re.search(r"^1242$", res.stdout, re.M), res.stdout
-    res = ws.sh("ros2 topic echo --once --no-daemon /diagnostics diagnostic_msgs/msg/DiagnosticArray --field status", timeout=60)
+    res = ws.sh(DIAG, timeout=60)
     assert res.returncode == 0, res.stdout
     for key in ("lost before the node (/s)", "camera rate (Hz, from stamps)", "lifecycle state"):
         assert key in res.stdout, res.stdout
@@ -133,13 +136,13 @@ def test_lifecycle_through_the_cli(ws, bag):
     assert "inactive" in ws.sh(f"ros2 lifecycle get --no-daemon {target}").stdout
     res = ws.sh(f"ros2 param set --no-daemon {target} max_batch 3")
     assert "Setting parameter failed" in res.stdout and "unconfigured" in res.stdout, res.stdout
-    diag = ws.sh("ros2 topic echo --once --no-daemon /diagnostics diagnostic_msgs/msg/DiagnosticArray --field status", timeout=60).stdout
+    diag = ws.sh(DIAG, timeout=60).stdout
     assert "inactive" in diag, diag
 
     res = ws.sh(f"ros2 lifecycle set --no-daemon {target} activate", timeout=60)
     assert "Transitioning successful" in res.stdout, res.stdout
     replay = ws.start(f"ros2 run pspnet_ros replay {bag} --loop", "lc_replay")
-    res = ws.sh("ros2 topic echo --once --no-daemon /lc/segmentation/labels sensor_msgs/msg/Image --field encoding", timeout=90)
+    res = ws.sh(f"{ECHO} /lc/segmentation/labels {IMAGE} --field encoding", timeout=90)
     assert "mono8" in res.stdout, res.stdout + node.output()
 
     res = ws.sh(f"ros2 lifecycle set --no-daemon {target} deactivate", timeout=60)
@@ -180,7 +183,7 @@ def test_lifecycle_launch_autostart(ws, bag):
     res = ws.retry("ros2 lifecycle get --no-daemon /auto/segmentation_node",
                    lambda r: "active" in r.stdout and "inactive" not in r.stdout, what="lifecycle get")
     replay = ws.start(f"ros2 run pspnet_ros replay {bag} --loop", "auto_replay")
-    res = ws.sh("ros2 topic echo --once --no-daemon /auto/segmentation/labels sensor_msgs/msg/Image --field encoding", timeout=90)
+    res = ws.sh(f"{ECHO} /auto/segmentation/labels {IMAGE} --field encoding", timeout=90)
     assert "mono8" in res.stdout, res.stdout + launch.output()
     assert replay.stop() == 0, replay.output()
     assert launch.stop() == 0, launch.output()

@@ -47,7 +47,7 @@ def workspace_env(domain: int) -> Dict[str, str]:
 
 
 def domain_for(name: str) -> int:
-    """A ROS domain in 1..200 per process and module (as test/ros/ros_harness.py)."""
+    """Pick a ROS domain in 1..200 per process and module (as test/ros/ros_harness.py)."""
     return 1 + (os.getpid() * 7919 + zlib.crc32(name.encode())) % 200
 
 
@@ -94,8 +94,7 @@ class Workspace:
 
     def retry(self, command: str, ok: Callable[[subprocess.CompletedProcess], bool], timeout: float = 60.0,
               what: str = "") -> subprocess.CompletedProcess:
-        """Repeat ``command`` until ``ok``; for the documented discovery race right after a node starts
-        (``ros2 param set --no-daemon`` answers "Node not found" once). Fails with the last output."""
+        """Repeat ``command`` until ``ok`` (waiting for discovery); fail with the last output."""
         deadline = time.monotonic() + timeout
         while True:
             res = self.sh(command, timeout=timeout)
@@ -159,7 +158,7 @@ class Background:
 
 
 def build_workspace(root: Path, domain: int) -> Workspace:
-    """colcon build this checkout (symlinked into ``root/src``) into ``root/install``."""
+    """Colcon build this checkout (symlinked into ``root/src``) into ``root/install``."""
     missing = missing_tools()
     if missing:
         raise RuntimeError(
