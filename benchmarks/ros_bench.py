@@ -1,5 +1,7 @@
-"""End-to-end benchmark: real KITTI frames published at fixed rates into segmentation_node
-(a separate process, over DDS) versus the same RealtimeEngine driven in-process, in one run.
+"""End-to-end benchmark: segmentation_node over DDS versus the same RealtimeEngine in-process.
+
+Real KITTI frames are published at fixed rates into segmentation_node (a separate process, over DDS)
+and the same RealtimeEngine is driven in-process, in one run.
 
     .venv/bin/python benchmarks/ros_bench.py --checkpoint auto --rates 30,200 --duration 10
     .venv/bin/python benchmarks/ros_bench.py --checkpoint random-light --inference-size 188 621
@@ -69,8 +71,8 @@ def random_light_checkpoint(path: Path) -> Path:
     from pspnet_ros.models import build_pspnet, save_checkpoint
 
     torch.manual_seed(0)
-    kwargs = dict(num_classes=2, backbone="mobilenetv3_large", output_stride=16, head_channels=128,
-                  aux=False)
+    kwargs = {"num_classes": 2, "backbone": "mobilenetv3_large", "output_stride": 16, "head_channels": 128,
+                  "aux": False}
     meta = dataset_meta("kitti_road")
     meta.update(arch="pspnet", arch_kwargs=kwargs, input_size=[188, 621], metrics={},
                 name="random_mobilenetv3_light")
@@ -181,7 +183,7 @@ class NodePath:
             while self.ctx.ok():
                 try:
                     executor.spin_once(timeout_sec=0.05)
-                except Exception:  # the context shut down while spinning
+                except Exception:  # noqa: BLE001 (the context shut down while spinning)
                     return
         threading.Thread(target=spin, daemon=True).start()
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # like camera drivers

@@ -1,5 +1,7 @@
-"""The one ``segmentation/class_info`` contract (std_msgs/String JSON), shared by the node and
-``pspnet bag`` (ROS-free)."""
+"""The one ``segmentation/class_info`` contract (std_msgs/String JSON), ROS-free.
+
+Shared by the node and ``pspnet bag``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ from typing import Optional, Sequence
 
 def class_info_json(meta: dict, *, model_name: str = "", palette=None,
                     drivable_classes: Sequence[str] = (), inference_size: Optional[Sequence[int]] = None) -> str:
-    """JSON with the model, dataset, class names, palette, ignore index, drivable classes and
-    inference size, as published on ``segmentation/class_info``."""
+    """Return the JSON published on ``segmentation/class_info``.
+
+    It holds the model, dataset, class names, palette, ignore index, drivable classes and inference
+    size.
+    """
     palette = meta.get("palette", []) if palette is None else palette
     return json.dumps({
         "model": model_name,

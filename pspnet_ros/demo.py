@@ -72,7 +72,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- steps
 
 def resolve_model(checkpoint: str, device: str) -> Path:
-    """The checkpoint to run, or SystemExit with what to do when no model is shipped yet."""
+    """Return the checkpoint to run, or raise SystemExit with what to do when no model is shipped yet."""
     from pspnet_ros.paths import ModelNotFoundError, resolve_checkpoint, resolve_device
 
     try:
@@ -146,8 +146,10 @@ def write_video(path: Path, frames: List[np.ndarray], fps: float) -> Path:
 
 def write_mosaic(path: Path, rows: List[Dict[str, np.ndarray]], tile_width: int = 480,
                  columns: Sequence[str] = COLUMNS) -> Path:
-    """One row per frame, one titled column per key of ``columns`` (default: input | color |
-    overlay | drivable); (H, W) arrays are shown as grey."""
+    """Save a figure with one row per frame and one titled column per key of ``columns``.
+
+    The default columns are input | color | overlay | drivable; (H, W) arrays are shown as grey.
+    """
     cols = tuple(columns)
     from PIL import Image, ImageDraw, ImageFont
 
@@ -295,7 +297,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _private_domain() -> int:
-    """The tools' private domain scheme (pspnet_ros.ros.node_process.private_domain)."""
+    """Return the tools' private domain scheme (pspnet_ros.ros.node_process.private_domain)."""
     from .ros.node_process import private_domain
 
     return private_domain(os.getpid() ^ time.time_ns())

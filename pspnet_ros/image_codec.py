@@ -112,7 +112,7 @@ def _as_int(name: str, value: Any) -> int:
 
 
 def _as_bytes(data: Any) -> np.ndarray:
-    """A 1-D uint8 view of any contiguous bytes-like object (array('B'), bytes, numpy...)."""
+    """Return a 1-D uint8 view of any contiguous bytes-like object (array('B'), bytes, numpy...)."""
     try:
         buf = np.frombuffer(data, dtype=np.uint8)
     except (TypeError, ValueError, BufferError) as exc:
@@ -219,7 +219,7 @@ def image_to_rgb(height: int, width: int, encoding: str, step: int, is_bigendian
 
 
 def encode_image(image: np.ndarray, encoding: Optional[str] = None) -> ImageFields:
-    """numpy -> ``sensor_msgs/Image`` fields: (H, W) uint8 -> mono8, (H, W, 3) uint8 -> rgb8.
+    """Numpy -> ``sensor_msgs/Image`` fields: (H, W) uint8 -> mono8, (H, W, 3) uint8 -> rgb8.
 
     ``encoding`` overrides the default (e.g. "bgr8" for a BGR array, "rgba8" for (H, W, 4)).
     One copy into ``array('B')``, which is what rclpy messages store without re-checking

@@ -50,7 +50,7 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def shipped_model(dataset: str = "kitti_road", device: str = "cpu") -> Path:
-    """The shipped checkpoint for ``dataset`` on ``device`` ('cpu' or 'cuda...')."""
+    """Return the shipped checkpoint for ``dataset`` on ``device`` ('cpu' or 'cuda...')."""
     root = models_dir()
     registry = json.loads((root / "registry.json").read_text())
     if dataset not in registry:
@@ -88,7 +88,7 @@ def data_root(explicit: Optional[str] = None) -> Path:
 
 
 def sample_dir() -> Path:
-    """The shipped demo frames (data/sample/kitti_road): source tree, else the installed share."""
+    """Return the shipped demo frames (data/sample/kitti_road): source tree, else the installed share."""
     candidates = [_SRC_ROOT / "data" / "sample" / "kitti_road",
                   Path(sys.prefix) / "share" / PACKAGE / "data" / "sample" / "kitti_road"]
     for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):

@@ -1,5 +1,8 @@
-"""Helpers importable from any test layer (a uniquely named module: `conftest` names collide
-between test/ and test/gpu/ when the whole tree is collected)."""
+"""Helpers importable from any test layer.
+
+A uniquely named module: `conftest` names collide between test/ and test/gpu/ when the whole tree is
+collected.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 
 def make_tiny_checkpoint(path: Path, dataset: str = "kitti_road", backbone: str = "resnet18",
                          seed: int = 0) -> Path:
-    """A small random PSPNet checkpoint with real dataset metadata."""
+    """Return a small random PSPNet checkpoint with real dataset metadata."""
     import torch
 
     from pspnet_ros.data.classes import dataset_meta
@@ -16,8 +19,8 @@ def make_tiny_checkpoint(path: Path, dataset: str = "kitti_road", backbone: str 
 
     torch.manual_seed(seed)
     meta = dataset_meta(dataset)
-    kwargs = dict(num_classes=len(meta["classes"]), backbone=backbone, output_stride=8,
-                  head_channels=32, aux=False)
+    kwargs = {"num_classes": len(meta["classes"]), "backbone": backbone, "output_stride": 8,
+                  "head_channels": 32, "aux": False}
     if backbone == "mobilenetv3_large":
         kwargs["output_stride"] = 16
     if backbone.startswith("efficientnet"):  # as the shipped Lite models: OS16 + skip decoder

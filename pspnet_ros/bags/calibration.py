@@ -1,6 +1,8 @@
-"""Camera calibration for the bag tools (ROS-free): pinhole intrinsics (KITTI's P2 or a
-default field of view), CameraInfo messages from them, and scaling with the package's one
-camera_info contract (:mod:`pspnet_ros.camera_info`)."""
+"""Camera calibration for the bag tools (ROS-free).
+
+Pinhole intrinsics (KITTI's P2 or a default field of view), CameraInfo messages from them, and
+scaling with the package's one camera_info contract (:mod:`pspnet_ros.camera_info`).
+"""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ class Intrinsics:
     source: str = "default"
 
     def scaled(self, width: int, height: int) -> "Intrinsics":
-        """The same camera resampled to ``width`` x ``height`` (ROS convention: K, P scale)."""
+        """Return the same camera resampled to ``width`` x ``height`` (ROS convention: K, P scale)."""
         sx, sy = width / self.width, height / self.height
         return Intrinsics(width, height, self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy,
                           self.d, self.tx * sx, self.source)
@@ -64,8 +66,11 @@ def camera_info_msg(intr: Intrinsics, stamp: int, frame_id: str):
 
 
 def scale_camera_info(msg, image_size: Tuple[int, int], out_size: Tuple[int, int]):
-    """A rosbags CameraInfo (header kept) for images resized from ``image_size`` to
-    ``out_size`` (both (h, w)): the node's scaling, :func:`pspnet_ros.camera_info.scale_camera_info_fields`."""
+    """Return a rosbags CameraInfo (header kept) for images resized from ``image_size`` to ``out_size``.
+
+    Both sizes are (h, w); the scaling is the node's,
+    :func:`pspnet_ros.camera_info.scale_camera_info_fields`.
+    """
     t = typestore().types
     f = scale_camera_info_fields(msg, image_size, out_size)
     roi = t["sensor_msgs/msg/RegionOfInterest"](x_offset=f.roi_x_offset, y_offset=f.roi_y_offset,

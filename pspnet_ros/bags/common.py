@@ -1,6 +1,8 @@
-"""The bag tools' one import (``from pspnet_ros.bags import common as bc``): the names of
-:mod:`.messages` (typestore, CDR, message builders, decoding, topics), :mod:`.calibration`
-(intrinsics, CameraInfo) and :mod:`.storage` (plugins, readers, output folders), ROS-free."""
+"""The bag tools' one import (``from pspnet_ros.bags import common as bc``), ROS-free.
+
+It holds the names of :mod:`.messages` (typestore, CDR, message builders, decoding, topics),
+:mod:`.calibration` (intrinsics, CameraInfo) and :mod:`.storage` (plugins, readers, output folders).
+"""
 
 from pspnet_ros.class_info import class_info_json  # noqa: F401 (bc.class_info_json for pspnet bag)
 

@@ -1,5 +1,6 @@
-"""``pspnet make-bag``: image folders or videos -> a rosbag2 with Image (or CompressedImage) and
-CameraInfo, readable by ``ros2 bag info`` / ``ros2 bag play``.
+"""``pspnet make-bag``: image folders or videos -> a rosbag2 with Image (or CompressedImage) and CameraInfo.
+
+The bag is readable by ``ros2 bag info`` / ``ros2 bag play``.
 
     pspnet make-bag data/sample/kitti_road --out sample_bag --rate 5
     pspnet make-bag drive.mp4 --out drive_bag --compressed --topic /front/image_raw
@@ -112,7 +113,7 @@ def iter_frames(inputs: Sequence[Path], pattern: str = "*") -> Iterator[Frame]:
 
 
 def count_frames(inputs: Sequence[Path], pattern: str = "*") -> Optional[int]:
-    """Number of frames when known without decoding (image folders and files), else None."""
+    """Return the number of frames when known without decoding (image folders and files), else None."""
     n = 0
     for src in inputs:
         if src.is_dir():
@@ -136,7 +137,7 @@ def looks_like_kitti(inputs: Sequence[Path], pattern: str = "*") -> bool:
 
 
 def load_calibration_yaml(path: Path) -> bc.Intrinsics:
-    """A camera_calibration / camera_info_manager YAML (image_width, camera_matrix, ...)."""
+    """Load a camera_calibration / camera_info_manager YAML (image_width, camera_matrix, ...)."""
     import yaml
 
     try:
@@ -245,7 +246,7 @@ def write_bag(out: Path, frames: Iterator[Frame], *, topic: str, rate: float, st
 
 
 def describe(path: Path) -> str:
-    """A short ``ros2 bag info``-like summary of a bag."""
+    """Return a short ``ros2 bag info``-like summary of a bag."""
     reader = bc.open_reader(path)
     try:
         lines = [f"bag:      {path}  ({bc.bag_format(path)})",

@@ -1,5 +1,7 @@
-"""rosbag2 messages (ROS-free): the typestore, CDR (de)serialization, message builders,
-decoding of image messages and the topic conventions.
+"""rosbag2 messages (ROS-free).
+
+The typestore, CDR (de)serialization, message builders, decoding of image messages and the topic
+conventions.
 
 Messages are built and (de)serialized with the ``rosbags`` typestore for ROS 2 Kilted, whose
 message definitions and RIHS01 type hashes equal those of the installed ROS 2 message packages
@@ -31,7 +33,7 @@ class BagError(ValueError):
 
 @functools.lru_cache(maxsize=1)
 def typestore():
-    """The rosbags typestore matching the ROS 2 distribution we target (Kilted)."""
+    """Return the rosbags typestore matching the ROS 2 distribution we target (Kilted)."""
     from rosbags.typesys import Stores, get_typestore
 
     return get_typestore(Stores.ROS2_KILTED)
@@ -61,7 +63,7 @@ def header(stamp: int, frame_id: str):
 
 
 def header_ns(msg) -> int:
-    """The header stamp of a deserialized message in nanoseconds."""
+    """Return the header stamp of a deserialized message in nanoseconds."""
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
@@ -100,7 +102,7 @@ def string_msg(text: str):
 # --------------------------------------------------------------------------- decoding
 
 def decode_image_msg(msg):
-    """A bag's sensor_msgs/Image -> ``image_codec.DecodedImage`` (array, bgr, zero_copy).
+    """Convert a bag's sensor_msgs/Image to ``image_codec.DecodedImage`` (array, bgr, zero_copy).
 
     The same conversion the node uses (every encoding it accepts, ``step`` padding honoured).
     """
@@ -116,9 +118,11 @@ def image_to_rgb(msg) -> np.ndarray:
 
 
 def compressed_payload(msg) -> Tuple[bytes, str, int, int]:
-    """``(data, fmt, height, width)`` of a CompressedImage: the bytes copied out once, and the
-    format field, bytes and decompression-bomb limit checked by
-    :func:`pspnet_ros.inference.inputs.compressed_image_format` (as the node does)."""
+    """Return ``(data, fmt, height, width)`` of a CompressedImage.
+
+    The bytes are copied out once, and the format field, bytes and decompression-bomb limit checked
+    by :func:`pspnet_ros.inference.inputs.compressed_image_format` (as the node does).
+    """
     data = bytes(np.asarray(msg.data, dtype=np.uint8))
     fmt, h, w = compressed_image_format(msg.format, data)
     return data, fmt, h, w
@@ -135,8 +139,10 @@ def compressed_size(msg) -> Tuple[int, int]:
 
 
 def decode_compressed(msg) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a JPEG/PNG sensor_msgs/CompressedImage (checked first, so a
-    decompression bomb is refused before decoding)."""
+    """Decode a JPEG/PNG sensor_msgs/CompressedImage to (H, W, 3) uint8 RGB.
+
+    The message is checked first, so a decompression bomb is refused before decoding.
+    """
     data, fmt, h, w = compressed_payload(msg)
     return np.ascontiguousarray(decode_cpu(data, fmt, h, w)[:, :, ::-1])
 
@@ -157,7 +163,7 @@ def join_topic(ns: str, name: str) -> str:
 
 
 def image_base_topic(topic: str, msgtype: str = IMAGE) -> str:
-    """The raw image topic a transport topic belongs to: '/cam/image/compressed' -> '/cam/image'."""
+    """Return the raw image topic a transport topic belongs to: '/cam/image/compressed' -> '/cam/image'."""
     if msgtype == COMPRESSED and topic.rstrip("/").endswith("/compressed"):
         return topic.rstrip("/")[: -len("/compressed")] or "/"
     return topic

@@ -108,9 +108,11 @@ class SegmentationDataset(Dataset):
 
 
 class CamVid(SegmentationDataset):
-    """CamVid-11. SegNet layout: ``<root>/<split>/*.{png,jpg}`` + ``<root>/<split>annot/<stem>.png``
-    with values 0-10 and 11 = void (mapped to 255). ``split`` may also be a list file of
-    ``image_path label_path`` lines (the original project's layout).
+    """CamVid-11.
+
+    SegNet layout: ``<root>/<split>/*.{png,jpg}`` + ``<root>/<split>annot/<stem>.png`` with values
+    0-10 and 11 = void (mapped to 255). ``split`` may also be a list file of ``image_path
+    label_path`` lines (the original project's layout).
     """
 
     NUM_CLASSES = 11
@@ -151,10 +153,11 @@ class CamVid(SegmentationDataset):
 
 
 class KittiRoad(SegmentationDataset):
-    """KITTI road (training part): ``image_2/<cat>_<id>.{png,jpg}`` and
-    ``gt_image_2/<cat>_road_<id>.png``. GT colours: magenta (255,0,255) road -> 1,
-    red (255,0,0) not road -> 0, black (outside the valid area) -> 255.
-    ``split``: train / val (the ``<split>.txt`` stem lists), all, or a path to a stem list.
+    """KITTI road (training part): ``image_2/<cat>_<id>.{png,jpg}`` and ``gt_image_2/<cat>_road_<id>.png``.
+
+    GT colours: magenta (255,0,255) road -> 1, red (255,0,0) not road -> 0, black (outside the valid
+    area) -> 255. ``split``: train / val (the ``<split>.txt`` stem lists), all, or a path to a stem
+    list.
     """
 
     def __init__(self, root, split: str = "train", transform=None, cache: bool = False) -> None:

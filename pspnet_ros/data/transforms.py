@@ -75,8 +75,10 @@ class RandomScale:
 
 
 class RandomRotation:
-    """Rotate by an angle in [-degrees, degrees]; uncovered image corners are black, uncovered
-    mask corners are ignore."""
+    """Rotate by an angle in [-degrees, degrees].
+
+    Uncovered image corners are black, uncovered mask corners are ignore.
+    """
 
     def __init__(self, degrees: float = 10.0, p: float = 0.5) -> None:
         self.degrees, self.p = float(degrees), float(p)
@@ -116,8 +118,7 @@ class RandomHorizontalFlip:
 
 
 class RandomCrop:
-    """Random (h, w) crop; smaller inputs are first padded at the bottom/right (image with 0,
-    mask with ignore)."""
+    """Random (h, w) crop; smaller inputs are first padded at the bottom/right (image with 0, mask with ignore)."""
 
     def __init__(self, size: Size) -> None:
         self.size = (int(size[0]), int(size[1]))
@@ -170,8 +171,7 @@ def train_preset(*, crop_size: Size, base_size: Optional[int] = None,
                  scale_range: Tuple[float, float] = (0.5, 2.0), rotate: float = 10.0,
                  blur_p: float = 0.3, flip_p: float = 0.5, jitter_p: float = 0.8,
                  mean: Sequence[float], std: Sequence[float]) -> Compose:
-    """Resize-short to ``base_size`` (if given), random scale, rotation, blur, flip, crop,
-    jitter, normalize."""
+    """Resize-short to ``base_size`` (if given), random scale, rotation, blur, flip, crop, jitter, normalize."""
     ts: List[Callable] = []
     if base_size:
         ts.append(ResizeShort(base_size))
@@ -182,8 +182,10 @@ def train_preset(*, crop_size: Size, base_size: Optional[int] = None,
 
 
 def eval_preset(*, size: Optional[Size] = None, mean: Sequence[float], std: Sequence[float]) -> Compose:
-    """Resize the image to the inference size (h, w) if given, normalize. The mask keeps its
-    full resolution: evaluation upsamples logits back to the label size."""
+    """Resize the image to the inference size (h, w) if given, normalize.
+
+    The mask keeps its full resolution: evaluation upsamples logits back to the label size.
+    """
     ts: List[Callable] = []
     if size:
         ts.append(ResizeImageOnly(size))
@@ -192,8 +194,11 @@ def eval_preset(*, size: Optional[Size] = None, mean: Sequence[float], std: Sequ
 
 
 class ResizeImageOnly:
-    """Resize the image to the inference size and keep the full-resolution mask: metrics are
-    computed at label resolution after upsampling the logits, as the node publishes them."""
+    """Resize the image to the inference size and keep the full-resolution mask.
+
+    Metrics are computed at label resolution after upsampling the logits, as the node publishes
+    them.
+    """
 
     def __init__(self, size: Size) -> None:
         self.size = (int(size[0]), int(size[1]))

@@ -1,5 +1,6 @@
-"""ROS-free inference: ``Segmenter`` (synchronous) and ``RealtimeEngine`` (threaded, frame
-dropping, CUDA streams). Nothing here imports rclpy.
+"""ROS-free inference: ``Segmenter`` (synchronous) and ``RealtimeEngine`` (threaded, frame dropping, CUDA streams).
+
+Nothing here imports rclpy.
 
 The names below load on first use, so the torch-free helpers (``inference.inputs``: the
 compressed-image checks the bag tools and the node share) import without torch.

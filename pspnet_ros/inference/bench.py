@@ -50,7 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"))
     p.add_argument("--frames", type=int, default=None, help="frames per throughput run (default: 300 CUDA, 60 CPU)")
     p.add_argument("--naive-frames", type=int, default=None, help="frames for the naive run (default: --frames)")
-    p.add_argument("--latency-frames", type=int, default=None, help="closed-loop latency frames (default: 100 CUDA, 20 CPU)")
+    p.add_argument("--latency-frames", type=int, default=None,
+                   help="closed-loop latency frames (default: 100 CUDA, 20 CPU)")
     p.add_argument("--input", default=None, help="folder of images (default: KITTI road val frames from the data root)")
     p.add_argument("--data-root", default=None, help="dataset root (default: ../shared/data)")
     p.add_argument("--frame-size", default="375x1242",
@@ -70,7 +71,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def build_untrained(arch: str, size: Tuple[int, int], head_channels: Optional[int]):
-    """An untrained PSPNet with real kitti_road metadata (benchmarks before models ship)."""
+    """Build an untrained PSPNet with real kitti_road metadata (benchmarks before models ship)."""
     import torch
 
     from ..data.classes import dataset_meta
@@ -81,8 +82,8 @@ def build_untrained(arch: str, size: Tuple[int, int], head_channels: Optional[in
     from ..models.backbones import backbone_normalization
 
     light = not arch.startswith("resnet")
-    kwargs = dict(num_classes=len(meta["classes"]), backbone=arch, output_stride=16 if light else 8,
-                  head_channels=head_channels or (128 if light else 512), aux=False)
+    kwargs = {"num_classes": len(meta["classes"]), "backbone": arch, "output_stride": 16 if light else 8,
+                  "head_channels": head_channels or (128 if light else 512), "aux": False}
     if arch.startswith("efficientnet"):
         kwargs.update(skip=True, skip_channels=96)  # as the shipped Lite models
     mean, std = backbone_normalization(arch)
@@ -145,8 +146,11 @@ def percentiles(values: List[float]) -> Dict[str, Optional[float]]:
 
 def run(naive, seg, cfg, frames: List[np.ndarray], n: int, naive_n: int, sources: int,
         latency_n: int, rounds: int, sync) -> Dict[str, Any]:
-    """Throughput of the naive baseline and the engine, interleaved in ``rounds`` so a change
-    in machine load (shared CPUs) hits both alike; then closed-loop engine latency."""
+    """Measure the throughput of the naive baseline and the engine, then closed-loop engine latency.
+
+    The throughput runs are interleaved in ``rounds`` so a change in machine load (shared CPUs) hits
+    both alike.
+    """
     from . import RealtimeEngine
 
     errors: List[Any] = []
@@ -275,7 +279,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"{'':<{width}}  {'frames':>6}  {'fps':>8}  {'p50 ms':>8}  {'p95 ms':>8}  {'p99 ms':>8}")
     if naive_fps:
         q = percentiles(naive_times)
-        print(f"{label_n:<{width}}  {naive_n:>6}  {naive_fps:>8.1f}  {q['p50']:>8.1f}  {q['p95']:>8.1f}  {q['p99']:>8.1f}")
+        print(f"{label_n:<{width}}  {naive_n:>6}  {naive_fps:>8.1f}  "
+              f"{q['p50']:>8.1f}  {q['p95']:>8.1f}  {q['p99']:>8.1f}")
     q = eng["latency"]
     fmt = lambda v: f"{v:>8.1f}" if v is not None else f"{'-':>8}"  # noqa: E731
     print(f"{label_e:<{width}}  {n:>6}  {eng['fps']:>8.1f}  {fmt(q['p50'])}  {fmt(q['p95'])}  {fmt(q['p99'])}")

@@ -15,8 +15,9 @@ from .timing import Device
 
 def decode_item(it: Item, dev: Device, *, max_pixels: int, gpu_decode: bool,
                 decode_s: Optional[Any], on_gpu_failure: Callable[[Exception], None]) -> None:
-    """Fill ``it.frame`` (and ``shape``, ``bgr``, ``on_device``, ``frame_ready``,
-    ``decode_ms``) from ``it.data``; frees the bytes. Raises InputError for bad data.
+    """Fill ``it.frame`` (and ``shape``, ``bgr``, ``on_device``, ``frame_ready``, ``decode_ms``) from ``it.data``.
+
+    Frees the bytes. Raises InputError for bad data.
 
     With ``gpu_decode`` a complete JPEG is decoded by nvJPEG on ``decode_s``, its own stream:
     torchvision's decoder allocates on the current stream and writes from a private one, so on

@@ -118,7 +118,7 @@ class RealtimeEngine:
         self._sources: Dict[str, _SourceStats] = {}
         self._stage_window = StageWindow()
         self._batch_sizes: Deque[int] = deque(maxlen=200)
-        self._errors = {k: 0 for k in ERROR_KINDS}
+        self._errors = dict.fromkeys(ERROR_KINDS, 0)
         self._callback_errors = 0
         self._last_log: Dict[str, Tuple[float, int]] = {}
 
@@ -138,8 +138,11 @@ class RealtimeEngine:
         return self.seg.luts(ids)
 
     def update(self, **changes: Any) -> EngineConfig:
-        """Change ``overlay_alpha``, ``outputs``, ``drivable_classes``, ``upsample`` or
-        ``output_resolution`` while running; takes effect from the next batch."""
+        """Change the output settings while running; takes effect from the next batch.
+
+        Accepts ``overlay_alpha``, ``outputs``, ``drivable_classes``, ``upsample`` or
+        ``output_resolution``.
+        """
         fixed = sorted(set(changes) - set(RUNTIME_SETTINGS))
         if fixed:
             raise ValueError(f"cannot change {', '.join(fixed)} at runtime (only "
@@ -154,7 +157,9 @@ class RealtimeEngine:
 
     def start(self) -> "RealtimeEngine":
         """Warm up (compile / capture CUDA graphs if configured) and start the worker thread.
-        Blocks for the warm-up, so the first real frame is not slow."""
+
+        Blocks for the warm-up, so the first real frame is not slow.
+        """
         if self._thread is not None and self._thread.is_alive():
             return self
         cfg = self._cfg
@@ -174,11 +179,13 @@ class RealtimeEngine:
         return self
 
     def _warm_pipeline(self) -> None:
-        """Run dummy frames at the inference size through the whole path once per ring slot
-        and batch size (1 and ``max_batch``): pinned and device buffers, resize/normalize,
-        forward, post-processing and download are all allocated and run before the first real
-        frame. Nothing is delivered or counted. Frames of another size allocate their own
-        buffers on first use."""
+        """Run dummy frames at the inference size through the whole path once per ring slot and batch size.
+
+        The batch sizes are 1 and ``max_batch``: pinned and device buffers, resize/normalize,
+        forward, post-processing and download are all allocated and run before the first real frame.
+        Nothing is delivered or counted. Frames of another size allocate their own buffers on first
+        use.
+        """
         h, w = self.seg.inference_size
         dummy = np.zeros((h, w, 3), np.uint8)
         self._warming = True
@@ -202,8 +209,10 @@ class RealtimeEngine:
             self._warming = False
 
     def stop(self, timeout: float = 2.0) -> bool:
-        """Stop accepting frames, discard pending ones (counted as dropped), finish the batches
-        in flight and join the worker. Returns False if it did not exit within ``timeout``."""
+        """Stop accepting frames, discard pending ones (counted as dropped), finish in-flight batches, join the worker.
+
+        Returns False if it did not exit within ``timeout``.
+        """
         with self._lock:
             self._running = False
             pending = list(self._slots.values()) + list(self._fifo)
@@ -242,15 +251,17 @@ class RealtimeEngine:
     def submit(self, frame: Any, stamp: Any, source_id: str = "default", bgr: bool = False,
                context: Any = None, outputs: Optional[Iterable[str]] = None, *,
                block: bool = True) -> bool:
-        """Hand over an (H, W, 3) uint8 frame (numpy or tensor; not copied - do not modify it
-        afterwards). Returns False if the engine is not running (the frame counts as dropped).
-        ``outputs`` overrides the configured outputs for this frame. With the ``queue`` policy
-        a full queue makes ``submit`` wait for space; ``block=False`` refuses the frame instead
-        (returns False, counted as dropped), for callers that must never wait (an executor).
+        """Hand over an (H, W, 3) uint8 frame (numpy or tensor; not copied - do not modify it afterwards).
+
+        Returns False if the engine is not running (the frame counts as dropped). ``outputs``
+        overrides the configured outputs for this frame. With the ``queue`` policy a full queue
+        makes ``submit`` wait for space; ``block=False`` refuses the frame instead (returns False,
+        counted as dropped), for callers that must never wait (an executor).
 
         A CUDA tensor must be ready on the caller's *current* stream when ``submit`` is called:
         the engine records an event there and its compute stream waits for that event before
-        reading the frame (work queued later on that stream is not waited for)."""
+        reading the frame (work queued later on that stream is not waited for).
+        """
         if outputs is not None:
             outputs = check_outputs(outputs)
         item = Item(frame, None, None, stamp, str(source_id), context, bgr, outputs)
@@ -263,9 +274,10 @@ class RealtimeEngine:
     def submit_encoded(self, data: bytes, fmt: Optional[str], stamp: Any, source_id: str = "default",
                        context: Any = None, outputs: Optional[Iterable[str]] = None, *,
                        block: bool = True) -> bool:
-        """Hand over JPEG/PNG bytes; they are checked and decoded on the worker (nvJPEG on
-        CUDA, OpenCV otherwise). ``fmt``: 'jpeg', 'png' or None to detect. ``block`` as in
-        :meth:`submit`."""
+        """Hand over JPEG/PNG bytes; they are checked and decoded on the worker (nvJPEG on CUDA, OpenCV otherwise).
+
+        ``fmt``: 'jpeg', 'png' or None to detect. ``block`` as in :meth:`submit`.
+        """
         if outputs is not None:
             outputs = check_outputs(outputs)
         return self._enqueue(Item(None, data, fmt, stamp, str(source_id), context, False, outputs), block)
@@ -356,10 +368,11 @@ class RealtimeEngine:
                         self._fail(b.items, RuntimeError("batch lost after an engine error"))
 
     def _prepare(self, items: List[Item]) -> List[List[Item]]:
-        """Validate / decode each frame (failures reported singly), then group the frames of
-        the take by size: frames of one size batch together even when cameras of other sizes
-        came in between (groups in order of their first frame), without reordering any one
-        source's frames."""
+        """Validate / decode each frame (failures reported singly), then group the frames of the take by size.
+
+        Frames of one size batch together even when cameras of other sizes came in between (groups
+        in order of their first frame), without reordering any one source's frames.
+        """
         ok: List[Item] = []
         for it in items:
             try:
@@ -523,7 +536,7 @@ class RealtimeEngine:
     # ------------------------------------------------------------------ stats
 
     def stats(self) -> Dict[str, Any]:
-        """A consistent snapshot of the counters, latency percentiles and stage means."""
+        """Return a consistent snapshot of the counters, latency percentiles and stage means."""
         with self._lock:
             total = self._total.snapshot()
             per_source = {sid: s.snapshot() for sid, s in self._sources.items()}

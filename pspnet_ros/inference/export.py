@@ -43,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _check_frame(size, meta) -> np.ndarray:
-    """A normalized (1, 3, h, w) input: a real KITTI frame if the data is there, else noise."""
+    """Return a normalized (1, 3, h, w) input: a real KITTI frame if the data is there, else noise."""
     import cv2
 
     from ..paths import data_root

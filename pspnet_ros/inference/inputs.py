@@ -1,5 +1,6 @@
-"""Turn what callers hand us (arrays, tensors, JPEG/PNG bytes) into HxWx3 uint8 frames, or raise
-:class:`~pspnet_ros.errors.InputError` saying exactly what is wrong.
+"""Turn what callers hand us (arrays, tensors, JPEG/PNG bytes) into HxWx3 uint8 frames.
+
+Otherwise raise :class:`~pspnet_ros.errors.InputError` saying exactly what is wrong.
 
 Encoded images are checked before decoding: the header's width x height must be sane and below
 a pixel budget, so a 20-byte "decompression bomb" announcing 100000 x 100000 pixels is refused
@@ -67,8 +68,11 @@ def validate_frame(frame: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[in
 
 
 def normalize_format(fmt: Optional[str]) -> Optional[str]:
-    """'jpeg'/'jpg'/'png' (any case, also ROS strings like 'rgb8; jpeg compressed bgr8'); None or
-    'auto' -> None (detect from the data)."""
+    """Normalize a format name to 'jpeg' or 'png', or None to detect from the data.
+
+    Accepts 'jpeg'/'jpg'/'png' (any case, also ROS strings like 'rgb8; jpeg compressed bgr8'); None
+    or 'auto' -> None (detect from the data).
+    """
     if fmt is None:
         return None
     f = str(fmt).lower()
@@ -138,8 +142,10 @@ def jpeg_size(data: bytes) -> Tuple[int, int]:
 
 
 def jpeg_complete(data: bytes) -> bool:
-    """True if the JPEG ends with an end-of-image marker (trailing padding allowed). The GPU
-    decoder only gets complete files; libjpeg on the CPU judges truncated ones itself."""
+    """Return True if the JPEG ends with an end-of-image marker (trailing padding allowed).
+
+    The GPU decoder only gets complete files; libjpeg on the CPU judges truncated ones itself.
+    """
     return data.rfind(b"\xff\xd9", max(0, len(data) - 4096)) >= 0
 
 
@@ -172,11 +178,13 @@ def encoded_size(data: bytes, fmt: Optional[str] = None,
 
 def compressed_image_format(format_field: Optional[str], data: bytes,
                             max_pixels: int = DEFAULT_MAX_PIXELS) -> Tuple[str, int, int]:
-    """The one check of a ``sensor_msgs/CompressedImage`` (node, engine and bag tools): its
-    ``format`` field (image_transport writes e.g. ``"jpeg"``, ``"png"`` or ``"bgr8; jpeg
-    compressed bgr8"``; empty means sniff the bytes; compressedDepth and other codecs are
-    refused), the bytes themselves (they must be what the field says) and the
-    decompression-bomb limit. Returns ``(fmt, height, width)`` without decoding."""
+    """Check a ``sensor_msgs/CompressedImage`` (the one check, for node, engine and bag tools).
+
+    It checks the ``format`` field (image_transport writes e.g. ``"jpeg"``, ``"png"`` or ``"bgr8;
+    jpeg compressed bgr8"``; empty means sniff the bytes; compressedDepth and other codecs are
+    refused), the bytes themselves (they must be what the field says) and the decompression-bomb
+    limit. Returns ``(fmt, height, width)`` without decoding.
+    """
     text = (format_field or "").strip().lower()
     if "compresseddepth" in text:
         raise InputError(f"compressed format {format_field!r} is a depth stream, not a camera image")
@@ -208,8 +216,10 @@ def decode_cpu(data: bytes, fmt: str, height: int, width: int) -> np.ndarray:
 
 
 def decode_jpeg_device(data: bytes, device: Any) -> Any:
-    """Decode a JPEG on ``device`` with nvJPEG (torchvision); returns an (H, W, 3) RGB uint8
-    tensor view. Raises RuntimeError if the GPU decoder fails (callers fall back to the CPU)."""
+    """Decode a JPEG on ``device`` with nvJPEG (torchvision); returns an (H, W, 3) RGB uint8 tensor view.
+
+    Raises RuntimeError if the GPU decoder fails (callers fall back to the CPU).
+    """
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 

@@ -28,8 +28,10 @@ def kind_of(path: Path) -> Optional[str]:
 
 
 def expand_inputs(inputs: Sequence[str], recursive: bool = False) -> List[Tuple[Path, str]]:
-    """Files and folders -> sorted list of (path, 'image'|'video'). Raises FileNotFoundError /
-    ValueError with the offending path."""
+    """Files and folders -> sorted list of (path, 'image'|'video').
+
+    Raises FileNotFoundError /ValueError with the offending path.
+    """
     found: List[Tuple[Path, str]] = []
     for raw in inputs:
         p = Path(raw).expanduser()
@@ -95,8 +97,10 @@ def read_video(path: Path) -> Iterator[np.ndarray]:
 
 
 class VideoWriter:
-    """The one H.264 MP4 writer (libx264, yuv420p). Odd frame sizes are padded by one edge
-    pixel because 4:2:0 chroma needs even dimensions."""
+    """The one H.264 MP4 writer (libx264, yuv420p).
+
+    Odd frame sizes are padded by one edge pixel because 4:2:0 chroma needs even dimensions.
+    """
 
     def __init__(self, path: Path, fps: float, crf: int = 20) -> None:
         import av

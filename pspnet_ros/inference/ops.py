@@ -37,8 +37,11 @@ _LOOP_ARGMAX_MAX_K = 32
 
 @dataclass(frozen=True)
 class PostSpec:
-    """What to compute for one batch. outputs: subset of labels/color/overlay/drivable/
-    confidence/probs; out_size: (H, W); alpha_w: overlay weight in 0..256."""
+    """What to compute for one batch.
+
+    outputs: subset of labels/color/overlay/drivable/confidence/probs; out_size: (H, W); alpha_w:
+    overlay weight in 0..256.
+    """
 
     outputs: FrozenSet[str]
     out_size: Size

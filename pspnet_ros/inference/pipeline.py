@@ -1,5 +1,6 @@
-"""CUDA pipeline of the engine: the frame/batch records and the pinned ring that launches one
-batch over three streams (ROS-free).
+"""CUDA pipeline of the engine (ROS-free).
+
+The frame/batch records and the pinned ring that launches one batch over three streams.
 
 Per batch, with ``pipeline_depth`` batches in flight (the ring has one slot more, and the engine
 never keeps more than ``depth`` in flight, so a slot is never reused while its batch runs)::
@@ -103,8 +104,10 @@ class CudaPipeline:
         self._pos = 0
 
     def launch(self, seg, group: Sequence[Item], spec, luts, clock, wants) -> Batch:
-        """Launch one batch of same-size frames through the ring (see the module docstring);
-        returns at once with the batch's host buffers and its ``ready`` event."""
+        """Launch one batch of same-size frames through the ring (see the module docstring).
+
+        Returns at once with the batch's host buffers and its ``ready`` event.
+        """
         dev, streams = self.dev, self.streams
         copy_s, compute_s, d2h_s = streams.get("copy"), streams.get("compute"), streams.get("d2h")
         slot = self.ring[self._pos % len(self.ring)]

@@ -1,5 +1,7 @@
-"""Ways to run the network: ``TorchRunner`` (eager, autocast, channels_last, optional
-``torch.compile`` and CUDA graphs) and ``OrtRunner`` (ONNX Runtime, the fast CPU backend).
+"""Ways to run the network: ``TorchRunner`` and ``OrtRunner``.
+
+``TorchRunner``: eager, autocast, channels_last, optional ``torch.compile`` and CUDA graphs.
+``OrtRunner``: ONNX Runtime, the fast CPU backend.
 
 A runner maps a normalized (B, 3, h, w) float batch at the fixed inference size to
 (B, K, h, w) logits. Because the inference size is fixed, every forward has one of
@@ -97,10 +99,11 @@ class TorchRunner:
             x.record_stream(side)
         return out
 
-    def prepare(self, batch_sizes: Iterable[int], size: Size, *, compile: bool = False,
+    def prepare(self, batch_sizes: Iterable[int], size: Size, *,
+                compile: bool = False,  # noqa: A002 (public keyword argument, callers pass compile=)
                 cuda_graphs: bool = False, warmup: bool = True) -> None:
         """Compile / capture / warm up for the given batch sizes; failures fall back to eager."""
-        batch_sizes = sorted(set(int(b) for b in batch_sizes))
+        batch_sizes = sorted({int(b) for b in batch_sizes})
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         dummy = {b: torch.zeros((b, 3) + tuple(size), device=self.device).contiguous(memory_format=fmt)
                  for b in batch_sizes}
@@ -162,8 +165,10 @@ class TorchRunner:
 
 
 def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """(n_out, n_in) matrix averaging the bins of ``adaptive_avg_pool`` (same bin edges:
-    start = floor(i n_in / n_out), end = ceil((i + 1) n_in / n_out))."""
+    """Return the (n_out, n_in) matrix averaging the bins of ``adaptive_avg_pool``.
+
+    Same bin edges: start = floor(i n_in / n_out), end = ceil((i + 1) n_in / n_out).
+    """
     m = torch.zeros(n_out, n_in)
     for i in range(n_out):
         start, end = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
@@ -172,9 +177,11 @@ def _pool_matrix(n_in: int, n_out: int) -> torch.Tensor:
 
 
 class FixedAdaptiveAvgPool2d(nn.Module):
-    """``adaptive_avg_pool2d`` for one known input size, as two matmuls with constant averaging
-    matrices: exact, and exportable (the ONNX exporter rejects adaptive pooling whose output
-    size does not divide the input size - PSPNet's 1/2/3/6 bins on a 12x39 feature map)."""
+    """``adaptive_avg_pool2d`` for one known input size, as two matmuls with constant averaging matrices.
+
+    Exact, and exportable (the ONNX exporter rejects adaptive pooling whose output size does not
+    divide the input size - PSPNet's 1/2/3/6 bins on a 12x39 feature map).
+    """
 
     def __init__(self, output_size: Size, input_size: Size) -> None:
         super().__init__()
@@ -186,7 +193,7 @@ class FixedAdaptiveAvgPool2d(nn.Module):
 
 
 def make_exportable(model: nn.Module, size: Size) -> nn.Module:
-    """A CPU fp32 copy of ``model`` returning logits, with adaptive pools fixed for ``size``."""
+    """Return a CPU fp32 copy of ``model`` returning logits, with adaptive pools fixed for ``size``."""
     net = copy.deepcopy(model).float().cpu().eval()
     pools = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
     seen: Dict[str, Size] = {}
@@ -212,8 +219,10 @@ def make_exportable(model: nn.Module, size: Size) -> nn.Module:
 
 def export_onnx(model: nn.Module, size: Size, dest: Union[str, io.BytesIO, None] = None, *,
                 opset: int = 17, dynamic_batch: bool = True) -> bytes:
-    """Export ``model`` (input (B, 3, h, w) normalized float, output (B, K, h, w) logits at the
-    fixed inference size) to ONNX; returns the bytes (and writes ``dest`` if given)."""
+    """Export ``model`` to ONNX; return the bytes (and write ``dest`` if given).
+
+    Input (B, 3, h, w) normalized float, output (B, K, h, w) logits at the fixed inference size.
+    """
     net = make_exportable(model, size)
     buf = io.BytesIO()
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
@@ -289,7 +298,8 @@ class OrtRunner:
         out = self.session.run(None, {"input": x.float().contiguous().numpy()})[0]
         return torch.from_numpy(out)
 
-    def prepare(self, batch_sizes: Iterable[int], size: Size, *, compile: bool = False,
+    def prepare(self, batch_sizes: Iterable[int], size: Size, *,
+                compile: bool = False,  # noqa: A002 (public keyword argument, callers pass compile=)
                 cuda_graphs: bool = False, warmup: bool = True) -> None:
         if compile or cuda_graphs:
             log.info("compile/cuda_graphs do not apply to the onnxruntime backend")

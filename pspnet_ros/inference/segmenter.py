@@ -61,8 +61,10 @@ def _have_onnxruntime() -> bool:
 
 
 def stack_frames(frames: Sequence[Any], bgr: Sequence[bool], out: Optional[np.ndarray] = None) -> np.ndarray:
-    """Copy same-size HxWx3 uint8 frames into one (B, H, W, 3) RGB array (BGR ones reversed
-    during the copy, so it costs nothing extra)."""
+    """Copy same-size HxWx3 uint8 frames into one (B, H, W, 3) RGB array.
+
+    BGR ones are reversed during the copy, so it costs nothing extra.
+    """
     h, w = frames[0].shape[:2]
     if out is None:
         out = np.empty((len(frames), h, w, 3), np.uint8)
@@ -73,7 +75,7 @@ def stack_frames(frames: Sequence[Any], bgr: Sequence[bool], out: Optional[np.nd
 
 
 def rgb_view(frame: Any, bgr: bool) -> np.ndarray:
-    """The RGB frame as a numpy view (no copy; reversed strides for BGR)."""
+    """Return the RGB frame as a numpy view (no copy; reversed strides for BGR)."""
     if isinstance(frame, torch.Tensor):
         frame = frame.cpu().numpy()
     return frame[..., ::-1] if bgr else frame
@@ -117,7 +119,8 @@ class Segmenter:
             inference_size = meta["input_size"]
         self.inference_size: Size = parse_size(inference_size)
         self.precision = precision
-        self.model_name = name or str(meta.get("name") or f"{meta['arch']}_{meta['arch_kwargs'].get('backbone', '')}".rstrip("_"))
+        self.model_name = name or str(meta.get("name")
+                                      or f"{meta['arch']}_{meta['arch_kwargs'].get('backbone', '')}".rstrip("_"))
         if num_threads is not None:
             if int(num_threads) < 1:
                 raise ValueError(f"num_threads must be >= 1, got {num_threads!r}")
@@ -160,8 +163,10 @@ class Segmenter:
     def from_checkpoint(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "auto",
                         precision: str = "fp32", inference_size: Optional[Any] = None,
                         **kwargs: Any) -> "Segmenter":
-        """Load a checkpoint (see :func:`pspnet_ros.models.load_model`); ``kwargs`` as for
-        the constructor (backend, channels_last, num_threads, name)."""
+        """Load a checkpoint (see :func:`pspnet_ros.models.load_model`).
+
+        ``kwargs`` as for the constructor (backend, channels_last, num_threads, name).
+        """
         dev = resolve_device(str(device))
         model, meta = load_model(path, "cpu")
         kwargs.setdefault("name", Path(path).stem)
@@ -202,15 +207,16 @@ class Segmenter:
 
     # ------------------------------------------------------------------ running
 
-    def prepare(self, max_batch: int = 1, *, compile: bool = False, cuda_graphs: bool = False,
-                warmup: bool = True) -> None:
+    def prepare(self, max_batch: int = 1, *,
+                compile: bool = False,  # noqa: A002 (public keyword argument, callers pass compile=)
+                cuda_graphs: bool = False, warmup: bool = True) -> None:
         """Compile / capture / warm up the network for batch sizes 1..max_batch."""
         with self._lock, torch.inference_mode():
             self.runner.prepare(range(1, max_batch + 1), self.inference_size, compile=compile,
                                 cuda_graphs=cuda_graphs, warmup=warmup)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized (B, 3, h, w) float at the inference size -> (B, K, h, w) logits."""
+        """Map normalized (B, 3, h, w) float at the inference size to (B, K, h, w) logits."""
         with self._lock:
             return self.runner(x)
 
@@ -267,7 +273,7 @@ class Segmenter:
                 upsample: str = "logits", overlay_alpha: float = 0.5,
                 drivable_classes: Optional[Iterable[str]] = None, max_batch: int = 8,
                 max_pixels: int = DEFAULT_MAX_PIXELS) -> List[FrameResult]:
-        """Synchronous prediction for one HxWx3 uint8 frame or a list of them.
+        """Predict synchronously for one HxWx3 uint8 frame or a list of them.
 
         Returns one FrameResult per frame, in order (``stamp=None``, ``source_id='default'``),
         with labels, confidence, color, overlay and drivable (``outputs`` selects), and

@@ -1,5 +1,7 @@
-"""Stage timing that works the same on CUDA (events on the streams) and CPU (wall clock), and a
-rolling latency window with percentiles."""
+"""Stage timing on CUDA and CPU, and a rolling latency window with percentiles.
+
+Stage timing works the same on CUDA (events on the streams) and CPU (wall clock).
+"""
 
 from __future__ import annotations
 
@@ -35,8 +37,11 @@ class CpuEvent:
 
 
 class Device:
-    """Streams and events for one device; on CPU they are no-ops with the same interface, so the
-    engine's pipelined code path is one and the same on both."""
+    """Streams and events for one device.
+
+    On CPU they are no-ops with the same interface, so the engine's pipelined code path is one and
+    the same on both.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -49,9 +54,11 @@ class Device:
         return torch.cuda.stream(stream) if self.is_cuda and stream is not None else contextlib.nullcontext()
 
     def event(self, timing: bool = True, blocking: bool = False):
-        """A CUDA event (a ``CpuEvent`` on CPU). ``blocking=True`` for events the CPU waits on:
-        ``synchronize()`` then sleeps in the driver instead of spinning a core, which a robot
-        needs for its other nodes."""
+        """Return a CUDA event (a ``CpuEvent`` on CPU).
+
+        ``blocking=True`` for events the CPU waits on: ``synchronize()`` then sleeps in the driver
+        instead of spinning a core, which a robot needs for its other nodes.
+        """
         if not self.is_cuda:
             return CpuEvent()
         return torch.cuda.Event(enable_timing=timing, blocking=blocking)

@@ -161,8 +161,11 @@ class FrameResult:
 
 @dataclass
 class FrameError:
-    """A frame that produced no result. kind: ``bad_input`` (the frame or its encoding is
-    invalid), ``oom`` (out of device memory; the cache was cleared), ``failed`` (anything else)."""
+    """A frame that produced no result.
+
+    kind: ``bad_input`` (the frame or its encoding is invalid), ``oom`` (out of device memory; the
+    cache was cleared), ``failed`` (anything else).
+    """
 
     stamp: Any
     source_id: str

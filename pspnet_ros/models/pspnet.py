@@ -186,7 +186,7 @@ def build_pspnet(*, num_classes: int, backbone: str = "resnet50", output_stride:
 
 
 def build_simple_segnet(*, num_classes: int, backbone: str = "resnet18") -> SegmentationModel:
-    """The original project's baseline: undilated ResNet (stride 32), 1x1 classifier, upsample."""
+    """Build the original project's baseline: undilated ResNet (stride 32), 1x1 classifier, upsample."""
     _check_common(num_classes, backbone)
     if backbone not in RESNETS:
         raise ValueError(f"SimpleSegNet needs a ResNet backbone, got {backbone!r}")

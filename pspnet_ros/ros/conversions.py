@@ -49,7 +49,7 @@ def check_header(header: Header) -> None:
 
 
 def numpy_to_image(array: np.ndarray, encoding: Optional[str], header: Header) -> Image:
-    """An Image message with ``header`` (shared, not copied) and one copy of the pixels."""
+    """Return an Image message with ``header`` (shared, not copied) and one copy of the pixels."""
     f = encode_image(array, encoding)
     return Image(header=header, height=f.height, width=f.width, encoding=f.encoding,
                  is_bigendian=f.is_bigendian, step=f.step, data=f.data)
@@ -57,9 +57,12 @@ def numpy_to_image(array: np.ndarray, encoding: Optional[str], header: Header) -
 
 def compressed_format(msg: CompressedImage, data: Optional[bytes] = None,
                       max_pixels: Optional[int] = None) -> str:
-    """'jpeg' or 'png' for a CompressedImage: its format field, its bytes (``data``, when the
-    caller already copied them out of the message) and the decompression-bomb limit, checked by
-    :func:`pspnet_ros.inference.inputs.compressed_image_format`."""
+    """Return 'jpeg' or 'png' for a CompressedImage, checked.
+
+    Checked by :func:`pspnet_ros.inference.inputs.compressed_image_format`: its format field, its
+    bytes (``data``, when the caller already copied them out of the message) and the
+    decompression-bomb limit.
+    """
     from ..inference.inputs import DEFAULT_MAX_PIXELS, compressed_image_format
 
     payload = bytes(msg.data) if data is None else data
@@ -68,8 +71,10 @@ def compressed_format(msg: CompressedImage, data: Optional[bytes] = None,
 
 def scale_camera_info(info: CameraInfo, image_size: Tuple[int, int], out_size: Tuple[int, int],
                       header: Header) -> CameraInfo:
-    """``info`` for images resized from ``image_size`` to ``out_size`` (both (h, w)), stamped
-    with ``header``; the scaling is :func:`pspnet_ros.camera_info.scale_camera_info_fields`."""
+    """Return ``info`` for images resized from ``image_size`` to ``out_size``, stamped with ``header``.
+
+    Both sizes are (h, w); the scaling is :func:`pspnet_ros.camera_info.scale_camera_info_fields`.
+    """
     f = scale_camera_info_fields(info, image_size, out_size)
     out = CameraInfo()
     out.header = header

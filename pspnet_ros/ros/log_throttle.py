@@ -20,7 +20,7 @@ _VARIABLE = re.compile(r"'[^']*'|\"[^\"]*\"|\d+(\.\d+)?")
 
 
 def problem_kind(message: str, max_len: int = 80) -> str:
-    """A stable key for the kind of problem a message describes.
+    """Return a stable key for the kind of problem a message describes.
 
     ``"data has 16 bytes but step*height = 30*10 = 300"`` and ``"data has 9 bytes but ..."``
     share a kind; ``"unsupported encoding 'hsv8'"`` and ``"unsupported encoding 'foo'"`` too.
@@ -29,8 +29,10 @@ def problem_kind(message: str, max_len: int = 80) -> str:
 
 
 class KindThrottle:
-    """Allows one event per kind per ``period_s``; remembers at most ``max_kinds`` kinds (the
-    least recently seen are forgotten, so a stream of ever-new kinds cannot grow memory)."""
+    """Allows one event per kind per ``period_s``; remembers at most ``max_kinds`` kinds.
+
+    The least recently seen are forgotten, so a stream of ever-new kinds cannot grow memory.
+    """
 
     def __init__(self, period_s: float = 5.0, max_kinds: int = 64,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -41,8 +43,10 @@ class KindThrottle:
         self._seen: "OrderedDict[Hashable, Tuple[float, int]]" = OrderedDict()
 
     def allow(self, kind: Hashable) -> Optional[int]:
-        """None to suppress this event; otherwise how many of its kind were suppressed since
-        the last one that was allowed (0 for the first)."""
+        """Return None to suppress this event, else the count of its kind suppressed since the last allowed one.
+
+        The count is 0 for the first event of a kind.
+        """
         now = self._clock()
         with self._lock:
             last = self._seen.pop(kind, None)

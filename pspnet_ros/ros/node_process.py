@@ -1,6 +1,8 @@
-"""One harness for the tools that start ``segmentation_node`` as its own process (``pspnet soak``,
-``make demo``, ``benchmarks/ros_bench.py``): a private ROS domain, the node's environment,
-start, log and stop. No rclpy import: it only runs a process.
+"""One harness for the tools that start ``segmentation_node`` as its own process.
+
+The tools are ``pspnet soak``, ``make demo`` and ``benchmarks/ros_bench.py``; the harness gives a
+private ROS domain, the node's environment, start, log and stop. No rclpy import: it only runs a
+process.
 
 Domains: the tools take one of 201-232 (Fast DDS's largest domain is 232), chosen from the pid,
 never the caller's own ``ROS_DOMAIN_ID``; the test suite takes 1-200 (test/ros/ros_harness.py),
@@ -22,14 +24,14 @@ TOOL_DOMAINS = range(201, 233)
 
 
 def private_domain(seed: Optional[int] = None) -> int:
-    """A ROS domain in TOOL_DOMAINS other than the caller's ``ROS_DOMAIN_ID``."""
+    """Return a ROS domain in TOOL_DOMAINS other than the caller's ``ROS_DOMAIN_ID``."""
     current = os.environ.get("ROS_DOMAIN_ID")
     choices = [d for d in TOOL_DOMAINS if str(d) != current]
     return choices[(os.getpid() if seed is None else seed) % len(choices)]
 
 
 def node_env(domain: int, threads: Optional[int] = None, **extra: str) -> Dict[str, str]:
-    """The environment for a node on ``domain``: localhost discovery, unbuffered plain logs."""
+    """Return the environment for a node on ``domain``: localhost discovery, unbuffered plain logs."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
     if threads:
@@ -39,7 +41,7 @@ def node_env(domain: int, threads: Optional[int] = None, **extra: str) -> Dict[s
 
 
 def write_params(path: Path, params: Dict[str, Any]) -> Path:
-    """A parameters file applying ``params`` to the node whatever its name and namespace."""
+    """Write a parameters file applying ``params`` to the node whatever its name and namespace."""
     import yaml
 
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
@@ -47,7 +49,7 @@ def write_params(path: Path, params: Dict[str, Any]) -> Path:
 
 
 def node_command(params_file: Path, ros_args: Sequence[str] = ()) -> list:
-    """The node as a user runs it: the installed console script, else ``python -m``."""
+    """Return the node's command line as a user runs it: the installed console script, else ``python -m``."""
     exe = Path(sys.executable).parent / "segmentation_node"
     cmd = [str(exe)] if exe.is_file() and os.access(exe, os.X_OK) else [sys.executable, "-m", "pspnet_ros.ros.node"]
     return cmd + ["--ros-args", "--params-file", str(params_file), *ros_args]

@@ -27,7 +27,8 @@ def output_qos() -> QoSProfile:
 
     Depth 5, not 1-2: under CPU load a reliable recorder (``ros2 bag record``) that falls a
     frame behind lost whole frames of one output with depth 2 (2 of 3 demo runs); 5 bounds the
-    memory (a few frames) and the latency stays set by the input side, which keeps 1."""
+    memory (a few frames) and the latency stays set by the input side, which keeps 1.
+    """
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
 
@@ -56,7 +57,7 @@ def diagnostics_qos() -> QoSProfile:
 
 
 def forced_reliability(setting: str) -> Optional[ReliabilityPolicy]:
-    """The policy for 'reliable'/'best_effort'; None for 'auto'."""
+    """Return the policy for 'reliable'/'best_effort'; None for 'auto'."""
     return {"reliable": RELIABLE, "best_effort": BEST_EFFORT}.get(setting)
 
 

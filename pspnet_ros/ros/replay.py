@@ -42,7 +42,7 @@ class ReplayError(ValueError):
 
 
 def message_class(msgtype: str):
-    """The installed Python class of 'pkg/msg/Name', or None when the package is missing."""
+    """Return the installed Python class of 'pkg/msg/Name', or None when the package is missing."""
     pkg, _, name = msgtype.split("/")
     try:
         return getattr(importlib.import_module(f"{pkg}.msg"), name)

@@ -5,8 +5,8 @@
 
 Starts the node as its own process (``python -m pspnet_ros.ros.node --ros-args --params-file``,
 localhost only, in a namespace of its own on a ROS domain above the test suite's 1-200, so other
-nodes and tests on the machine neither see its frames nor feed it theirs), publishes real KITTI road val frames from the data
-root, cycled, at ``--rate`` Hz with a reliable publisher (as camera drivers do), subscribes to
+nodes and tests on the machine neither see its frames nor feed it theirs), publishes real KITTI road val
+frames from the data root, cycled, at ``--rate`` Hz with a reliable publisher (as camera drivers do), subscribes to
 the node's outputs and /diagnostics, and every second samples the node process's resident memory
 (``VmRSS`` from /proc/<pid>/status) and GPU memory (from /diagnostics, CUDA only).
 
@@ -94,7 +94,7 @@ def summarize_windows(rec: Record, duration: float, window: float) -> List[Dict[
         diag = list(rec.diag)
 
     def diag_at(t: float) -> Dict[str, str]:
-        """The last diagnostics values received at or before t (first ones if none yet)."""
+        """Return the last diagnostics values received at or before t (first ones if none yet)."""
         best = diag[0][1] if diag else {}
         for td, values in diag:
             if td > t:
@@ -364,7 +364,8 @@ def print_report(result: Dict[str, Any]) -> None:
     for label, r in (("start (after warm-up)", cmp_["start"]), ("end", cmp_["end"])):
         span = r["t_end_s"] - r["t_start_s"]
         rows.append((f"{label} {r['t_start_s']:.0f}-{r['t_end_s']:.0f} s", _fmt(r["sent_hz"]),
-                     _fmt(r["node_received"] / span if span > 0 else None), _fmt(r["answered_hz"]), str(r["unanswered"]), str(r["node_dropped"]),
+                     _fmt(r["node_received"] / span if span > 0 else None), _fmt(r["answered_hz"]),
+                     str(r["unanswered"]), str(r["node_dropped"]),
                      str(r["node_failed"]), _fmt(r["latency_p50_ms"]), _fmt(r["latency_p95_ms"]),
                      _fmt(r["rss_mb"]), _fmt(r["gpu_mb"])))
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]

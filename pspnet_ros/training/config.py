@@ -107,7 +107,7 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig}
 
 
 def _coerce(cls, name: str, value: Any) -> Any:
-    """Lists from YAML become tuples where the dataclass default is a tuple."""
+    """Turn lists from YAML into tuples where the dataclass default is a tuple."""
     default = {f.name: f for f in dataclasses.fields(cls)}[name].default
     if isinstance(value, list) and (isinstance(default, tuple) or default is None):
         return tuple(value)

@@ -71,8 +71,11 @@ def evaluate(model, loader, device, *, num_classes: int, class_names: Sequence[s
              ignore_index: int = 255, kitti: bool = False, flip: bool = False,
              scales: Sequence[float] = (1.0,), window: Optional[Tuple[int, int]] = None,
              progress: bool = False) -> Dict[str, object]:
-    """Run the model over ``loader`` (image resized to the inference size, mask at label size)
-    and return metrics: miou, macc, allacc, iou/acc per class (+ maxf, ap for KITTI road)."""
+    """Run the model over ``loader`` and return metrics.
+
+    The image is resized to the inference size, the mask kept at label size. Metrics: miou, macc,
+    allacc, iou/acc per class (+ maxf, ap for KITTI road).
+    """
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
     pr = BinaryPRCurve(device=device) if kitti else None

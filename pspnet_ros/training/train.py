@@ -118,9 +118,11 @@ def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, thresh: fl
 def criterion(outputs: Dict[str, torch.Tensor], target: torch.Tensor, aux_weight: float,
               ignore_index: int = 255, *, loss: str = "ce", weight: Optional[torch.Tensor] = None,
               ohem_thresh: float = 0.7, ohem_min_kept: int = 50000) -> torch.Tensor:
-    """Loss on the main output (+ aux_weight x plain CE on the aux output), ignoring
-    ``ignore_index``: cross-entropy (``loss="ce"``) or OHEM cross-entropy (``"ohem"``), with
-    optional per-class ``weight`` (K,)."""
+    """Compute the loss on the main output (+ aux_weight x plain CE on the aux output).
+
+    The loss is cross-entropy (``loss="ce"``) or OHEM cross-entropy (``"ohem"``) ignoring
+    ``ignore_index``, with optional per-class ``weight`` (K,).
+    """
     if loss == "ohem":
         main = ohem_cross_entropy(outputs["out"], target, thresh=ohem_thresh, min_kept=ohem_min_kept,
                                   weight=weight, ignore_index=ignore_index)
@@ -134,10 +136,12 @@ def criterion(outputs: Dict[str, torch.Tensor], target: torch.Tensor, aux_weight
 
 def enet_class_weights(dataset, num_classes: int, ignore_index: int = 255,
                        c: float = 1.02) -> torch.Tensor:
-    """ENet's class weights (Paszke et al., 2016): ``1 / ln(c + p_k)``, ``p_k`` the pixel
-    frequency of class k in the untransformed training labels. Bounded by 1 / ln(c) (about 50
-    for c = 1.02), so a rare class (pole, sign) weighs several times a common one (road, sky)
-    without the blow-up of plain inverse frequency. Returns (K,) float."""
+    """Compute ENet's class weights (Paszke et al., 2016): ``1 / ln(c + p_k)``.
+
+    ``p_k`` is the pixel frequency of class k in the untransformed training labels. Bounded by 1 /
+    ln(c) (about 50 for c = 1.02), so a rare class (pole, sign) weighs several times a common one
+    (road, sky) without the blow-up of plain inverse frequency. Returns (K,) float.
+    """
     counts = torch.zeros(num_classes, dtype=torch.float64)
     for i in range(len(dataset)):
         mask = torch.from_numpy(dataset.load(i)[1].astype(np.int64)).flatten()
@@ -160,8 +164,11 @@ def resolve_class_weights(cfg: TrainConfig, dataset, meta: Dict) -> Optional[tor
 
 
 def param_groups(model: nn.Module, lr: float, head_mult: float, pretrained_backbone: bool) -> List[Dict]:
-    """Backbone at ``lr``; the new layers (pyramid pooling, heads) at ``head_mult * lr`` when the
-    backbone comes from a checkpoint (PSPNet's fine-tuning recipe), else everything at ``lr``."""
+    """Build the optimizer parameter groups: backbone at ``lr``, new layers at ``head_mult * lr``.
+
+    The new layers (pyramid pooling, heads) get ``head_mult * lr`` when the backbone comes from a
+    checkpoint (PSPNet's fine-tuning recipe), else everything is at ``lr``.
+    """
     mult = head_mult if pretrained_backbone else 1.0
     backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
     heads = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
@@ -180,8 +187,10 @@ def poly_lambda(total_iters: int, warmup_iters: int, warmup_factor: float, power
 
 
 def init_from_checkpoint(model: nn.Module, path: str) -> List[str]:
-    """Copy every tensor whose name and shape match (backbone, pyramid pooling, head convs);
-    the class-specific classifiers stay freshly initialized. Returns the skipped names."""
+    """Copy every tensor whose name and shape match (backbone, pyramid pooling, head convs).
+
+    The class-specific classifiers stay freshly initialized. Returns the skipped names.
+    """
     state = read_checkpoint(path)["model"]
     own = model.state_dict()
     kept = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
@@ -299,7 +308,8 @@ def run(cfg: TrainConfig) -> Dict[str, object]:
     class_weight = resolve_class_weights(cfg, train_loader.dataset, meta)
     if class_weight is not None:
         if is_main:
-            log.info("class weights: %s", ", ".join(f"{c} {w:.2f}" for c, w in zip(meta["classes"], class_weight.tolist())))
+            log.info("class weights: %s",
+                     ", ".join(f"{c} {w:.2f}" for c, w in zip(meta["classes"], class_weight.tolist())))
         class_weight = class_weight.to(device)
 
     o = cfg.optim
@@ -374,7 +384,8 @@ def run(cfg: TrainConfig) -> Dict[str, object]:
             if new_file:
                 w.writerow(["epoch", "iters", "lr", "train_loss", "val_miou", "val_maxf", "elapsed_s"])
             w.writerow([epoch + 1, (epoch + 1) * iters_per_epoch, f"{lr:.6g}", f"{loss:.5f}",
-                        f"{miou:.5f}" if do_eval else "", f"{result.get('maxf', ''):.5}" if do_eval and "maxf" in result else "",
+                        f"{miou:.5f}" if do_eval else "",
+                        f"{result.get('maxf', ''):.5}" if do_eval and "maxf" in result else "",
                         f"{time.time() - t0:.1f}"])
         if writer is not None:
             writer.add_scalar("train/loss", loss, epoch + 1)

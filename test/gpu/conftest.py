@@ -1,5 +1,8 @@
-"""test/gpu: CUDA-only tests. Every test here is skipped, with the reason, when CUDA is absent
-(the only test layer allowed to skip); benchmarks/gpu_check.sh runs them on a GPU machine."""
+"""test/gpu: CUDA-only tests.
+
+Every test here is skipped, with the reason, when CUDA is absent (the only test layer allowed to
+skip); benchmarks/gpu_check.sh runs them on a GPU machine.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The engine on CUDA: stream/ring overlap never mixes frames up, reduced precision agrees with
-fp32, GPU ops equal the CPU ops, nvJPEG decode, CUDA graphs, OOM handling."""
+"""The engine on CUDA.
+
+Stream/ring overlap never mixes frames up, reduced precision agrees with fp32, GPU ops equal the CPU
+ops, nvJPEG decode, CUDA graphs, OOM handling.
+"""
 
 from __future__ import annotations
 
@@ -43,10 +46,12 @@ def run_engine(seg, frames, **cfg):
 
 
 def test_overlapped_pipeline_keeps_every_frame_with_its_own_outputs(seg, frames):
-    """Pipeline depth 3 with batches of 2: uploads, compute and downloads of different batches
-    overlap on three streams and reuse pinned/device ring slots. Every output must belong to
-    its own frame: overlay == blend(input, palette[labels]) byte for byte, and labels equal a
-    strictly sequential run (depth 1, batch 1)."""
+    """Pipeline depth 3 with batches of 2: every output must belong to its own frame.
+
+    Uploads, compute and downloads of different batches overlap on three streams and reuse
+    pinned/device ring slots. Every output must belong to its own frame: overlay == blend(input,
+    palette[labels]) byte for byte, and labels equal a strictly sequential run (depth 1, batch 1).
+    """
     stream = frames * 6  # 54 frames, ring slots reused many times
     fast, stats = run_engine(seg, stream, max_batch=2, pipeline_depth=3, outputs=ALL)
     slow, _ = run_engine(seg, stream, max_batch=1, pipeline_depth=1, outputs=ALL)
@@ -130,8 +135,10 @@ def test_cuda_graphs_and_compile_give_the_same_labels(tiny_checkpoint, frames):
 
 
 def test_cuda_graph_replays_from_two_threads_do_not_mix(tiny_checkpoint, frames):
-    """predict() on the caller's thread while the engine replays the same graphs on its worker:
-    every result is its own frame's."""
+    """predict() on the caller's thread while the engine replays the same graphs on its worker.
+
+    Every result is its own frame's.
+    """
     import threading
 
     seg = Segmenter.from_checkpoint(tiny_checkpoint, device="cuda", precision="bf16")

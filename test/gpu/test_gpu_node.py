@@ -1,7 +1,9 @@
-"""segmentation_node on CUDA, as its own process over DDS: two cameras of different sizes in one
-node, raw and compressed input; every published label image is checked against
-``Segmenter.predict`` of its own frame on the same device (frames mixed up between cameras, the
-ring or the decode stream would fail it)."""
+"""segmentation_node on CUDA, as its own process over DDS.
+
+Two cameras of different sizes in one node, raw and compressed input; every published label image is
+checked against ``Segmenter.predict`` of its own frame on the same device (frames mixed up between
+cameras, the ring or the decode stream would fail it).
+"""
 
 from __future__ import annotations
 

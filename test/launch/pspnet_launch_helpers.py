@@ -15,8 +15,11 @@ EXECUTABLES = {  # as setup.py's console_scripts
 
 
 def make_prefix(root: Path) -> Path:
-    """``root`` laid out like a colcon install of pspnet_ros: the ament index marker, the share
-    folder (config, launch) and wrappers in lib/pspnet_ros that run this checkout's code."""
+    """Lay out ``root`` like a colcon install of pspnet_ros.
+
+    It gets the ament index marker, the share folder (config, launch) and wrappers in lib/pspnet_ros
+    that run this checkout's code.
+    """
     index = root / "share" / "ament_index" / "resource_index" / "packages"
     index.mkdir(parents=True)
     (index / "pspnet_ros").write_text("")
@@ -37,8 +40,10 @@ def make_prefix(root: Path) -> Path:
 
 
 def prepend_prefix(prefix: Path) -> str:
-    """Put ``prefix`` first on AMENT_PREFIX_PATH (read by ament_index_python in this process);
-    returns the previous value (or "") to restore after the test."""
+    """Put ``prefix`` first on AMENT_PREFIX_PATH (read by ament_index_python in this process).
+
+    Returns the previous value (or "") to restore after the test.
+    """
     old = os.environ.get("AMENT_PREFIX_PATH", "")
     os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join(p for p in (str(prefix), old) if p)
     return old

@@ -1,5 +1,7 @@
-"""launch_testing: the real launch/pspnet.launch.py starts segmentation_node, which answers
-real KITTI frames with labels and overlay, and shuts down cleanly when the launch ends.
+"""launch_testing: the real launch/pspnet.launch.py starts segmentation_node.
+
+The node answers real KITTI frames with labels and overlay, and shuts down cleanly when the launch
+ends.
 
 ``Node(package='pspnet_ros', executable='segmentation_node')`` finds the program the way
 ``ros2 run`` does, through AMENT_PREFIX_PATH; here a temporary prefix holds the package marker

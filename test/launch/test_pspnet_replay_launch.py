@@ -1,6 +1,9 @@
-"""launch_testing: launch/pspnet_replay.launch.py plays a KITTI bag (replay tool, /clock) into
-segmentation_node with use_sim_time (RViz off): outputs carry the bag's headers, camera_info is
-republished, and latency in /diagnostics is measured on the bag's clock."""
+"""launch_testing: launch/pspnet_replay.launch.py plays a KITTI bag into segmentation_node.
+
+The bag is played by the replay tool (with /clock) into segmentation_node with use_sim_time (RViz
+off): outputs carry the bag's headers, camera_info is republished, and latency in /diagnostics is
+measured on the bag's clock.
+"""
 
 from __future__ import annotations
 

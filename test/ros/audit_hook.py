@@ -1,6 +1,7 @@
-"""A ``sitecustomize`` for node processes under test: records what the process does that a
-perception node must not do on its own (write files, open network connections, start programs,
-unpickle with the unrestricted unpickler).
+"""A ``sitecustomize`` for node processes under test.
+
+It records what the process does that a perception node must not do on its own (write files, open
+network connections, start programs, unpickle with the unrestricted unpickler).
 
 ``install(tmp)`` writes the module into ``tmp/audit_site`` and returns the environment to add
 (``PYTHONPATH`` to that folder and ``PSPNET_AUDIT_LOG``). Python's audit hooks
@@ -17,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-SITECUSTOMIZE = r'''
+SITECUSTOMIZE = r"""
 import os, sys
 
 _path = os.environ.get("PSPNET_AUDIT_LOG")
@@ -53,7 +54,7 @@ if _path:
             _log.write(f"unpickle\t{args!r:.300}\n")
 
     sys.addaudithook(_hook)
-'''
+"""
 
 
 def install(tmp: Path, name: str = "audit") -> Tuple[Dict[str, str], Path]:
@@ -71,7 +72,7 @@ def events(log: Path) -> List[List[str]]:
 
 
 def snapshot(folder: Path) -> Dict[str, Tuple[int, int, int]]:
-    """name -> (size, mtime_ns, mode) of everything under ``folder``, the folder itself included."""
+    """Name -> (size, mtime_ns, mode) of everything under ``folder``, the folder itself included."""
     out = {".": (0, folder.stat().st_mtime_ns, folder.stat().st_mode)}
     for p in sorted(folder.rglob("*")):
         st = p.stat()

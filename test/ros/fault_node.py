@@ -7,7 +7,8 @@ default factory and gives the engine a ``fault_hook`` that, just before the forw
 raises ``torch.OutOfMemoryError`` for frames whose ``header.frame_id`` is ``--oom-frame-id``
 (a CUDA OOM cannot be provoked on a CPU test machine), or a persistent RuntimeError for every
 frame whose frame_id is ``--fail-frame-id`` (a device that fails every frame), so the node's
-real error paths run.
+real error paths run. ``--slow-callback-ms`` makes every image callback that long (an executor
+busy with other work), so a camera faster than that loses frames in the keep-last-1 input queue.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--oom-frame-id", default=None)
     parser.add_argument("--fail-frame-id", default=None)
+    parser.add_argument("--slow-callback-ms", type=float, default=0.0,
+                        help="each submit sleeps this long in the image callback (a busy executor)")
     args, ros_args = parser.parse_known_args(sys.argv[1:])
 
     def hook(items: Sequence[Any]) -> None:
@@ -40,6 +43,16 @@ def main() -> int:
     def factory(p, on_result, on_error):
         seg, engine = node.default_engine_factory(p, on_result, on_error)
         engine.fault_hook = hook
+        if args.slow_callback_ms > 0:
+            import time
+
+            submit = engine.submit
+
+            def slow_submit(*a: Any, **kw: Any) -> Any:
+                time.sleep(args.slow_callback_ms / 1000.0)
+                return submit(*a, **kw)
+
+            engine.submit = slow_submit
         return seg, engine
 
     return node.main([sys.argv[0]] + ros_args, engine_factory=factory)

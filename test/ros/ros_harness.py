@@ -25,7 +25,7 @@ PYTHON = sys.executable
 
 
 def domain_id_for(name: str) -> int:
-    """A domain in 1..200 (0 is everybody's default), different per process and module."""
+    """Return a domain in 1..200 (0 is everybody's default), different per process and module."""
     return 1 + (os.getpid() * 7919 + zlib.crc32(name.encode())) % 200
 
 
@@ -215,7 +215,7 @@ class RosClient:
 
 
 def image_msg(frame: np.ndarray, stamp_ns: int, frame_id: str, encoding: str = "rgb8"):
-    """A sensor_msgs/Image with an exact stamp (built field by field, not with the node's code)."""
+    """Return a sensor_msgs/Image with an exact stamp (built field by field, not with the node's code)."""
     import array
 
     from sensor_msgs.msg import Image
@@ -245,7 +245,7 @@ def as_array(msg: Any) -> np.ndarray:
 
 
 def kitti_camera_info(stamp_ns_: int, frame_id: str, height: int, width: int):
-    """A camera_info like KITTI's left colour camera (P2 of the raw calibration)."""
+    """Return a camera_info like KITTI's left colour camera (P2 of the raw calibration)."""
     from sensor_msgs.msg import CameraInfo
 
     info = CameraInfo()

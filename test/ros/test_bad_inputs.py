@@ -43,7 +43,7 @@ PARAMS = {"device": "cpu", "inference_size": [64, 192], "qos_reliability": "reli
 
 def raw(height: int, width: int, encoding: str, step: int, data: bytes, *, bigendian: int = 0,
         stamp: Optional[int] = None, frame_id: str = "camera") -> Image:
-    """An Image with exactly these fields (nothing derived or checked)."""
+    """Return an Image with exactly these fields (nothing derived or checked)."""
     msg = image_msg(np.zeros((1, 1, 3), np.uint8), 0, frame_id)
     msg.height, msg.width, msg.encoding, msg.step, msg.is_bigendian = height, width, encoding, step, bigendian
     msg.data = data
@@ -92,8 +92,11 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def png_bomb(width: int, height: int, with_data: bool) -> bytes:
-    """A PNG announcing width x height 1-bit gray pixels: header only, or with the whole (all
-    zero) image deflated, a few hundred kB that would inflate to gigabytes."""
+    """Return a PNG announcing width x height 1-bit gray pixels.
+
+    Header only, or with the whole (all zero) image deflated, a few hundred kB that would inflate to
+    gigabytes.
+    """
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     body = b""
     if with_data:
@@ -105,7 +108,7 @@ def png_bomb(width: int, height: int, with_data: bool) -> bytes:
 
 
 def jpeg_segments(data: bytes) -> Dict[int, List[tuple]]:
-    """marker -> [(offset, length)] for the header segments of a baseline JPEG (up to SOS)."""
+    """Marker -> [(offset, length)] for the header segments of a baseline JPEG (up to SOS)."""
     segs: Dict[int, List[tuple]] = {}
     i = 2
     while i < len(data):

@@ -1,5 +1,7 @@
-"""One contract each: the node (rclpy messages) and ``pspnet bag`` (rosbags messages) scale
-camera_info identically, check compressed images identically, and share class_info."""
+"""One contract each: the node (rclpy messages) and ``pspnet bag`` (rosbags messages).
+
+They scale camera_info identically, check compressed images identically, and share class_info.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pspnet_ros.ros import conversions
 
 
 def _infos(width=1242, height=375, roi=(0, 0, 0, 0), binning=(0, 0)):
-    """The same calibration as an rclpy message and as a rosbags message."""
+    """Return the same calibration as an rclpy message and as a rosbags message."""
     k = [721.5, 0.0, 609.6, 0.0, 721.5, 172.9, 0.0, 0.0, 1.0]
     p = [721.5, 0.0, 609.6, 44.9, 0.0, 721.5, 172.9, 0.0, 0.0, 0.0, 1.0, 0.0]
     d = [0.1, -0.2, 0.001, 0.002, 0.0]
@@ -72,7 +74,7 @@ def _jpeg(h=40, w=60):
 
 
 def _bomb_png(h=30000, w=30000):
-    """A PNG whose header announces 900 Mpx (IHDR only: never decodable, never decoded)."""
+    """Return a PNG whose header announces 900 Mpx (IHDR only: never decodable, never decoded)."""
     import struct
     import zlib
 

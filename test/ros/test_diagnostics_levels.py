@@ -17,15 +17,15 @@ def window(**delta):
 
 
 @pytest.mark.parametrize("delta,paused,level,fragment", [
-    (dict(received=10, processed=10), False, D.OK, "ok"),
-    (dict(received=0), False, D.WARN, "no frames on /image"),
-    (dict(received=10, processed=0, failed=10), False, D.ERROR, "all frames failed"),
-    (dict(received=10, processed=0, bad_input=10), False, D.ERROR, "unusable"),
-    (dict(received=10, processed=8, failed=2), False, D.WARN, "2 frames failed"),
-    (dict(received=30, processed=5, dropped=25), False, D.WARN, "below half the input rate"),
-    (dict(received=30, processed=3, rate_limited=27), False, D.OK, "ok"),  # max_rate is not a collapse
-    (dict(received=10, no_subscribers=10), False, D.OK, "idle"),
-    (dict(received=10, paused=10), True, D.OK, "paused"),
+    ({"received": 10, "processed": 10}, False, D.OK, "ok"),
+    ({"received": 0}, False, D.WARN, "no frames on /image"),
+    ({"received": 10, "processed": 0, "failed": 10}, False, D.ERROR, "all frames failed"),
+    ({"received": 10, "processed": 0, "bad_input": 10}, False, D.ERROR, "unusable"),
+    ({"received": 10, "processed": 8, "failed": 2}, False, D.WARN, "2 frames failed"),
+    ({"received": 30, "processed": 5, "dropped": 25}, False, D.WARN, "below half the input rate"),
+    ({"received": 30, "processed": 3, "rate_limited": 27}, False, D.OK, "ok"),  # max_rate is not a collapse
+    ({"received": 10, "no_subscribers": 10}, False, D.OK, "idle"),
+    ({"received": 10, "paused": 10}, True, D.OK, "paused"),
 ])
 def test_levels(delta, paused, level, fragment):
     got_level, message = D.assess(window(**delta), paused, "/image")

@@ -110,8 +110,10 @@ class Camera:
 
 
 def warm_up_from(cam: Camera, labels, timeout: float = 120.0) -> None:
-    """Publish a frame a second until an output of *this* camera arrives (outputs of the previous
-    camera may still be in flight and must not count as discovery), then forget the outputs."""
+    """Publish a frame a second until an output of *this* camera arrives, then forget the outputs.
+
+    Outputs of the previous camera may still be in flight and must not count as discovery.
+    """
     deadline = time.monotonic() + timeout
     i = 0
     while not any(m.header.frame_id == cam.frame_id for m in labels.messages):
@@ -272,7 +274,7 @@ class _Evil:
 
 
 def _bad_checkpoints(folder: Path, tiny: Path):
-    """name -> (checkpoint path, fragments the message must contain)."""
+    """Name -> (checkpoint path, fragments the message must contain)."""
     import torch
 
     from pspnet_ros.data.classes import dataset_meta
@@ -329,9 +331,12 @@ def test_broken_checkpoints_and_parameter_files_exit_with_a_clear_message(tmp, d
 
 
 def test_persistent_engine_failure_ends_the_node_with_error_diagnostics(tmp, domain, tiny_checkpoint, frames):
-    """A device that fails every frame: fewer than max_consecutive_failures in a row keep the node
-    serving (a good frame resets the count); reaching it publishes ERROR diagnostics, logs why
-    and exits with code 3, the code the launch file's respawn restarts on."""
+    """A device that fails every frame ends the node with ERROR diagnostics and exit code 3.
+
+    Fewer than max_consecutive_failures in a row keep the node serving (a good frame resets the
+    count); reaching it publishes ERROR diagnostics, logs why and exits with code 3, the code the
+    launch file's respawn restarts on.
+    """
     node = NodeProcess(tmp, domain, {"checkpoint": str(tiny_checkpoint), "max_consecutive_failures": 3,
                                      **PARAMS},
                        namespace="/f", name="node_f", script=FAULT_NODE,

@@ -1,5 +1,8 @@
-"""segmentation_node modes, each in its own process: a best-effort camera that ``auto`` must
-match, and one node serving two cameras from compressed JPEG topics at network resolution."""
+"""segmentation_node modes, each in its own process.
+
+A best-effort camera that ``auto`` must match, and one node serving two cameras from compressed JPEG
+topics at network resolution.
+"""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ import time
 import numpy as np
 import pytest
 
-import rclpy  # the ROS layer must run (CI never skips it): a missing rclpy is an error
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402

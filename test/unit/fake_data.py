@@ -16,7 +16,8 @@ def _img(h, w, seed):
 def write_kitti(root: Path, n_train=3, n_val=2, h=48, w=96, ext=".png") -> Path:
     """KITTI road layout: image_2/<cat>_<id>.ext, gt_image_2/<cat>_road_<id>.png, train/val.txt.
 
-    The GT marks the lower half road, the upper half not-road, and the top rows outside."""
+    The GT marks the lower half road, the upper half not-road, and the top rows outside.
+    """
     (root / "image_2").mkdir(parents=True)
     (root / "gt_image_2").mkdir()
     stems = [f"um_{i:06d}" for i in range(n_train + n_val)]

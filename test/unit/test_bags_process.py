@@ -1,5 +1,7 @@
-"""`pspnet bag`: every frame of a real bag through the engine, outputs stamped like the inputs,
-both storage formats, and no corrupt output when interrupted."""
+"""`pspnet bag`: every frame of a real bag through the engine.
+
+Outputs stamped like the inputs, both storage formats, and no corrupt output when interrupted.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""``pspnet bench`` runs end to end on tiny inputs and writes the documented JSON (no timing
-assertions: the figures themselves come from real runs, recorded in the README)."""
+"""``pspnet bench`` runs end to end on tiny inputs and writes the documented JSON.
+
+No timing assertions: the figures themselves come from real runs, recorded in the README.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from pspnet_ros.data.classes import dataset_meta
 from pspnet_ros.models import CheckpointError, build_pspnet, load_model, read_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)
-KW = dict(num_classes=2, backbone="resnet18", output_stride=8, head_channels=16, aux=True)
+KW = {"num_classes": 2, "backbone": "resnet18", "output_stride": 8, "head_channels": 16, "aux": True}
 
 
 def make(path, half=False, **meta_over):

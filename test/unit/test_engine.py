@@ -1,5 +1,7 @@
-"""RealtimeEngine behaviour: slots and queue, batching, errors, stats, lifecycle - on CPU, with
-the CUDA pipeline code path exercised through no-op streams (``use_ring=True``)."""
+"""RealtimeEngine behaviour: slots and queue, batching, errors, stats, lifecycle.
+
+On CPU, with the CUDA pipeline code path exercised through no-op streams (``use_ring=True``).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ def seg(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def seg_torch_ops(tiny_checkpoint):
-    """The ops exactly as they run on CUDA (torch), here on CPU tensors."""
+    """Return the ops exactly as they run on CUDA (torch), here on CPU tensors."""
     return Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", backend="torch",
                                      inference_size=SMALL, ops_impl="torch")
 
@@ -309,8 +311,10 @@ def test_network_output_resolution(seg):
 
 
 def test_gpu_pipeline_code_path_on_cpu_tensors_matches_predict(seg_torch_ops, seg):
-    """The CUDA path (pinned ring, three streams, events, pipeline depth 2, torch ops) run with
-    CPU no-op streams gives exactly what the synchronous CPU path gives."""
+    """The CUDA path run with CPU no-op streams gives exactly what the synchronous CPU path gives.
+
+    The CUDA path: pinned ring, three streams, events, pipeline depth 2, torch ops.
+    """
     frames = [frame(40, 100, 1), frame(40, 100, 2), frame(50, 64, 3), frame(40, 100, 4)]
     results, errors = [], []
     eng = RealtimeEngine(seg_torch_ops, EngineConfig(drop_policy="queue", max_batch=2, pipeline_depth=2,
@@ -365,9 +369,12 @@ def test_config_from_dict():
     [(40, 100), (50, 64), (36, 80), (44, 72)],    # A B C D: four groups, the ring has three slots
 ], ids=["ABCA", "ABCD"])
 def test_ring_mixed_sizes_in_one_take_keep_every_result_with_its_own_frame(seg_torch_ops, seg, sizes):
-    """Several cameras of different sizes in one take (the first batch held so the next take
-    holds all four): every result equals ``Segmenter.predict`` of its own frame and carries its
-    own stamp and source, however many size groups the take splits into."""
+    """Several cameras of different sizes in one take: every result stays with its own frame.
+
+    The first batch is held so the next take holds all four: every result equals
+    ``Segmenter.predict`` of its own frame and carries its own stamp and source, however many size
+    groups the take splits into.
+    """
     gate = Gate(hold="hold")
     results, errors = [], []
     outs = frozenset({"labels", "color", "overlay", "drivable"})
@@ -398,8 +405,10 @@ def test_ring_mixed_sizes_in_one_take_keep_every_result_with_its_own_frame(seg_t
 
 
 def test_size_grouping_keeps_each_sources_order(seg):
-    """A camera that changes size mid-take (A, B, A from one source) is not reordered, while
-    another camera's same-size frame still joins the first group."""
+    """A camera that changes size mid-take (A, B, A from one source) is not reordered.
+
+    Meanwhile another camera's same-size frame still joins the first group.
+    """
     gate = Gate(hold="hold")
     eng, results, errors = make(seg, gate, drop_policy="queue", max_batch=4)
     with eng:
@@ -434,8 +443,10 @@ def test_warmup_runs_the_whole_pipeline_without_delivering_anything(seg_torch_op
 
 
 def test_queue_submit_without_blocking_refuses_when_full(seg):
-    """block=False (the node's executor): a full queue refuses at once, counted as dropped,
-    and every accepted frame is still processed in order."""
+    """block=False (the node's executor): a full queue refuses at once, counted as dropped.
+
+    Every accepted frame is still processed in order.
+    """
     import time
 
     gate = Gate(hold=0)

@@ -43,8 +43,10 @@ def test_export_reports_a_missing_checkpoint(tmp_path, capsys):
 
 
 def test_lite_skip_model_exports_and_serves_without_special_cases(tmp_path, capsys, kitti_frames):
-    """EfficientNet-Lite + skip decoder, its own normalization in the metadata: ONNX export
-    passes the parity check and the ONNX Runtime segmenter matches the torch one."""
+    """EfficientNet-Lite + skip decoder, its own normalization in the metadata: export and serve.
+
+    ONNX export passes the parity check and the ONNX Runtime segmenter matches the torch one.
+    """
     from pspnet_test_helpers import make_tiny_checkpoint
 
     from pspnet_ros.inference.segmenter import Segmenter

@@ -1,5 +1,7 @@
-"""benchmarks/gpu_check.sh --dry-run: the one GPU call runs end to end on the CPU (tiny sizes),
-so the script and every command line in it keep working between GPU loans."""
+"""benchmarks/gpu_check.sh --dry-run: the one GPU call runs end to end on the CPU (tiny sizes).
+
+So the script and every command line in it keep working between GPU loans.
+"""
 
 from __future__ import annotations
 

@@ -20,13 +20,13 @@ def fields(img: np.ndarray, encoding: str, pad: int = 0, is_bigendian: int = 0):
         rows = np.concatenate([rows, np.full((h, pad), 0xAB, np.uint8)], axis=1)
     data = array.array("B")
     data.frombytes(np.ascontiguousarray(rows).tobytes())
-    return dict(height=h, width=w, encoding=encoding, step=rows.shape[1], is_bigendian=is_bigendian,
-                data=data)
+    return {"height": h, "width": w, "encoding": encoding, "step": rows.shape[1], "is_bigendian": is_bigendian,
+                "data": data}
 
 
 @pytest.fixture(scope="module")
 def frame(kitti_frames):
-    """A real KITTI frame, cropped to an odd-free size so every encoding applies."""
+    """Return a real KITTI frame, cropped to an odd-free size so every encoding applies."""
     return kitti_frames[0][1][:120, :320].copy()
 
 
@@ -127,31 +127,31 @@ def test_accepts_bytes_and_numpy_buffers(frame):
 
 BAD = [
     # (fields override, message fragment)
-    (dict(height=0), "empty image"),
-    (dict(width=0), "empty image"),
-    (dict(height=-3), "empty image"),
-    (dict(encoding=""), "missing encoding"),
-    (dict(encoding="hsv8"), "unsupported encoding 'hsv8'"),
-    (dict(encoding="RGB8"), "case-sensitive"),
-    (dict(encoding="mono16"), "16-bit mono"),
-    (dict(encoding="32FC1"), "32-bit float"),
-    (dict(encoding="16UC1"), "16-bit unsigned"),
-    (dict(encoding="8UC3"), "no channel order"),
-    (dict(step=5), "step 5 is smaller than width*bytes_per_pixel = 4*3 = 12"),
-    (dict(data=b"\0" * 35), "data has 35 bytes but step*height = 12*3 = 36"),
-    (dict(data=b"\0" * 37), "data has 37 bytes"),
-    (dict(height=100000, width=100000, step=300000, data=b"\0" * 16), "image too large"),
-    (dict(height=100, width=100, step=300, data=b"\0" * 16), "data has 16 bytes but step*height = 300*100"),
-    (dict(encoding="yuv422", width=3, step=6, data=b"\0" * 18), "even width"),
-    (dict(data=[1, 2, 3]), "bytes-like"),
-    (dict(height="3"), "height must be an integer"),
-    (dict(encoding=None), "encoding must be a string"),
+    ({"height": 0}, "empty image"),
+    ({"width": 0}, "empty image"),
+    ({"height": -3}, "empty image"),
+    ({"encoding": ""}, "missing encoding"),
+    ({"encoding": "hsv8"}, "unsupported encoding 'hsv8'"),
+    ({"encoding": "RGB8"}, "case-sensitive"),
+    ({"encoding": "mono16"}, "16-bit mono"),
+    ({"encoding": "32FC1"}, "32-bit float"),
+    ({"encoding": "16UC1"}, "16-bit unsigned"),
+    ({"encoding": "8UC3"}, "no channel order"),
+    ({"step": 5}, "step 5 is smaller than width*bytes_per_pixel = 4*3 = 12"),
+    ({"data": b"\0" * 35}, "data has 35 bytes but step*height = 12*3 = 36"),
+    ({"data": b"\0" * 37}, "data has 37 bytes"),
+    ({"height": 100000, "width": 100000, "step": 300000, "data": b"\0" * 16}, "image too large"),
+    ({"height": 100, "width": 100, "step": 300, "data": b"\0" * 16}, "data has 16 bytes but step*height = 300*100"),
+    ({"encoding": "yuv422", "width": 3, "step": 6, "data": b"\0" * 18}, "even width"),
+    ({"data": [1, 2, 3]}, "bytes-like"),
+    ({"height": "3"}, "height must be an integer"),
+    ({"encoding": None}, "encoding must be a string"),
 ]
 
 
 @pytest.mark.parametrize("override,fragment", BAD, ids=[b[1][:30] for b in BAD])
 def test_bad_fields_raise_input_error_naming_the_problem(override, fragment):
-    base = dict(height=3, width=4, encoding="rgb8", step=12, is_bigendian=0, data=b"\0" * 36)
+    base = {"height": 3, "width": 4, "encoding": "rgb8", "step": 12, "is_bigendian": 0, "data": b"\0" * 36}
     with pytest.raises(InputError, match=None) as info:
         decode_image(**{**base, **override})
     assert fragment in str(info.value)

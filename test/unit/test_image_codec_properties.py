@@ -32,8 +32,8 @@ def image_fields(draw):
         data = bytearray(data)
     elif kind == "numpy":
         data = np.frombuffer(data, np.uint8)
-    return dict(height=height, width=width, encoding=encoding, step=step,
-                is_bigendian=draw(st.integers(0, 1)), data=data)
+    return {"height": height, "width": width, "encoding": encoding, "step": step,
+                "is_bigendian": draw(st.integers(0, 1)), "data": data}
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

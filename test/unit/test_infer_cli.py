@@ -67,7 +67,8 @@ def test_odd_sized_video_frames_are_padded_for_yuv420(tmp_path):
 
 def test_bad_inputs(tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "out"
-    rc = infer_cli.main([str(tmp_path / "missing.png"), "--out", str(out), "--checkpoint", str(tiny_checkpoint)] + COMMON)
+    rc = infer_cli.main([str(tmp_path / "missing.png"), "--out", str(out),
+                         "--checkpoint", str(tiny_checkpoint)] + COMMON)
     assert rc == 2 and "missing.png: no such file" in capsys.readouterr().err
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n garbage")

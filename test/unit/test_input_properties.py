@@ -22,14 +22,15 @@ from pspnet_ros.errors import InputError
 from pspnet_ros.image_codec import SUPPORTED_ENCODINGS, decode_image, encode_image, image_to_rgb
 from pspnet_ros.inference.inputs import decode_cpu, encoded_size, normalize_format
 
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 
 # ----------------------------------------------------------------------------- any types
 
 INTS = st.one_of(st.integers(-3, 40), st.sampled_from([2**31 - 1, 2**31, 2**32 + 5, 2**63, -(2**63), 10**12]))
 ODD = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=True), st.text(max_size=4),
                 st.just(b"12"), st.just([1, 2]))
-FIELD = st.one_of(INTS, INTS.filter(lambda v: -(2**63) <= v < 2**63).map(np.int64), INTS.filter(lambda v: 0 <= v < 2**32).map(np.uint32), ODD)
+FIELD = st.one_of(INTS, INTS.filter(lambda v: -(2**63) <= v < 2**63).map(np.int64),
+                  INTS.filter(lambda v: 0 <= v < 2**32).map(np.uint32), ODD)
 ENCODING = st.one_of(st.sampled_from(SUPPORTED_ENCODINGS + ("mono16", "32FC1", "bayer_rggb16", "8UC3")),
                      st.text(max_size=10), st.none(), st.just(b"rgb8"), st.integers())
 
@@ -78,8 +79,8 @@ def any_fields(draw):
     if not 0 <= size <= 4096:
         size = draw(st.integers(0, 64))
     size = draw(st.one_of(st.just(size), st.just(size), st.integers(0, 64)))
-    return dict(height=height, width=width, encoding=encoding, step=step,
-                is_bigendian=draw(st.one_of(st.integers(0, 1), ODD)), data=draw(any_data(size)))
+    return {"height": height, "width": width, "encoding": encoding, "step": step,
+                "is_bigendian": draw(st.one_of(st.integers(0, 1), ODD)), "data": draw(any_data(size))}
 
 
 @settings(max_examples=500, **SETTINGS)
@@ -159,8 +160,8 @@ def damaged(draw):
         else:
             n = draw(st.integers(1, 64))
             data[pos:pos + n] = bytes(len(data[pos:pos + n]))
-    declared = draw(st.sampled_from([fmt, None, "auto", "png" if fmt == "jpeg" else "jpeg", "rgb8; jpeg compressed bgr8",
-                                     "tiff", ""]))
+    declared = draw(st.sampled_from([fmt, None, "auto", "png" if fmt == "jpeg" else "jpeg",
+                                     "rgb8; jpeg compressed bgr8", "tiff", ""]))
     return bytes(data), declared
 
 

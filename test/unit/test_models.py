@@ -73,7 +73,7 @@ def test_pspnet_resnet50_odd_size():
 def test_deep_stem():
     m = build_pspnet(num_classes=3, backbone="resnet18", deep_stem=True, head_channels=16)
     assert isinstance(m.backbone.body.conv1, torch.nn.Sequential)
-    assert sum(isinstance(l, torch.nn.Conv2d) and l.kernel_size == (3, 3) for l in m.backbone.body.conv1) == 3
+    assert sum(isinstance(mod, torch.nn.Conv2d) and mod.kernel_size == (3, 3) for mod in m.backbone.body.conv1) == 3
     with torch.no_grad():
         assert m.eval()(torch.randn(1, 3, 65, 65))["out"].shape == (1, 3, 65, 65)
 
@@ -119,20 +119,20 @@ def test_simple_segnet_shapes():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(num_classes=3, backbone="vgg16"), "unknown backbone"),
-    (dict(num_classes=1), "num_classes"),
-    (dict(num_classes=0), "num_classes"),
-    (dict(num_classes=2.5), "num_classes"),
-    (dict(num_classes=3, bins=()), "bins"),
-    (dict(num_classes=3, bins=(1, 0)), "bins"),
-    (dict(num_classes=3, bins=(2, 2)), "bins"),
-    (dict(num_classes=3, output_stride=4), "output_stride"),
-    (dict(num_classes=3, output_stride=32), "output_stride"),
-    (dict(num_classes=3, backbone="mobilenetv3_large", output_stride=8), "output_stride"),
-    (dict(num_classes=3, dropout=1.5), "dropout"),
-    (dict(num_classes=3, backbone="efficientnet_lite0", output_stride=32), "output_stride"),
-    (dict(num_classes=3, backbone="efficientnet_lite0", output_stride=16, deep_stem=True), "deep_stem"),
-    (dict(num_classes=3, skip=True, skip_channels=0), "skip_channels"),
+    ({"num_classes": 3, "backbone": "vgg16"}, "unknown backbone"),
+    ({"num_classes": 1}, "num_classes"),
+    ({"num_classes": 0}, "num_classes"),
+    ({"num_classes": 2.5}, "num_classes"),
+    ({"num_classes": 3, "bins": ()}, "bins"),
+    ({"num_classes": 3, "bins": (1, 0)}, "bins"),
+    ({"num_classes": 3, "bins": (2, 2)}, "bins"),
+    ({"num_classes": 3, "output_stride": 4}, "output_stride"),
+    ({"num_classes": 3, "output_stride": 32}, "output_stride"),
+    ({"num_classes": 3, "backbone": "mobilenetv3_large", "output_stride": 8}, "output_stride"),
+    ({"num_classes": 3, "dropout": 1.5}, "dropout"),
+    ({"num_classes": 3, "backbone": "efficientnet_lite0", "output_stride": 32}, "output_stride"),
+    ({"num_classes": 3, "backbone": "efficientnet_lite0", "output_stride": 16, "deep_stem": True}, "deep_stem"),
+    ({"num_classes": 3, "skip": True, "skip_channels": 0}, "skip_channels"),
 ])
 def test_bad_arguments_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -1,5 +1,8 @@
-"""Pre/post-processing ops: exact outputs on hand-made maps, and the torch ("GPU") and numpy
-(CPU fast path) implementations give the same bytes."""
+"""Pre/post-processing ops.
+
+Exact outputs on hand-made maps, and the torch ("GPU") and numpy (CPU fast path) implementations
+give the same bytes.
+"""
 
 from __future__ import annotations
 

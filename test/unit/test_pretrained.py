@@ -34,7 +34,7 @@ VEHICLES = {407: "ambulance", 436: "beach wagon", 468: "cab", 511: "convertible"
 
 @pytest.fixture(scope="module")
 def lite0_state():
-    """The real weights file, read once for the whole module."""
+    """Return the real weights file, read once for the whole module."""
     return read_weights("efficientnet_lite0")
 
 

@@ -27,8 +27,10 @@ def test_one_line_per_kind_per_period_with_the_count_of_suppressed_ones():
 
 
 def test_production_node_reads_no_test_seam_from_the_environment():
-    """Fault injection is a test entry point (test/ros/fault_node.py wrapping
-    main(engine_factory=...)), never an environment variable the robot's node reads."""
+    """Fault injection is a test entry point, never an environment variable the robot's node reads.
+
+    The entry point is test/ros/fault_node.py wrapping main(engine_factory=...).
+    """
     import inspect
 
     from pspnet_ros.ros import node

