@@ -50,15 +50,17 @@ MIN_PERIOD_S = 1e-3
 class StampGapMeter:
     """Frames lost before the node's callback, counted from gaps in the header stamps.
 
-    The camera's period comes from camera_info stamps when they arrive (small messages in a
-    depth-10 queue: they keep coming at the camera's rate while the keep-last-1 image queue
-    replaces frames), else from the shortest recent image gaps (10th percentile). A gap of k
-    periods means k - 1 frames lost. Stamps that repeat or go back (a looping bag, a restarted
+    Where the middleware reports publication sequence numbers (rclpy message info, Iron and
+    later), a sequence gap of k means k - 1 samples lost, exactly, and the camera's period is
+    the stamp gap over k. Otherwise the period comes from camera_info stamps when they arrive
+    (small messages in a depth-10 queue), else from the shortest recent image gaps (10th
+    percentile), and a stamp gap of k periods means k - 1 frames lost. Stamps that repeat or go back (a looping bag, a restarted
     camera) and gaps over MAX_LOSS_GAP_S (a paused camera) restart the count; they are not
     losses. Not thread-safe: the executor thread calls it.
     """
 
     def __init__(self, history: int = 64) -> None:
+        self._last_seq: Dict[str, Tuple[int, float]] = {}  # publisher -> (sequence number, stamp)
         self._image_gaps: Deque[float] = deque(maxlen=history)
         self._info_gaps: Deque[float] = deque(maxlen=history)
         self._last_image: Optional[float] = None
@@ -85,8 +87,23 @@ class StampGapMeter:
         period = float(np.percentile(np.asarray(gaps), 10 if gaps is self._image_gaps else 50))
         return period if period >= MIN_PERIOD_S else None
 
-    def image(self, stamp: float) -> int:
-        """Record an image header stamp (seconds); returns the frames lost just before it."""
+    def image(self, stamp: float, seq: Optional[int] = None, publisher: str = "") -> int:
+        """Record an image; return the frames lost just before it.
+
+        ``stamp``: header stamp in seconds. ``seq``: the publisher's sequence number of the
+        sample where the middleware reports it (rclpy message info; 0 or None: unknown). A
+        sequence gap is exact and is used when there is one; otherwise the stamp gap against the
+        camera's period.
+        """
+        if seq:
+            last = self._last_seq.get(publisher)
+            self._last_seq[publisher] = (seq, stamp)
+            if last is not None and seq > last[0]:
+                skipped = seq - last[0]
+                if stamp > last[1] and stamp - last[1] <= MAX_LOSS_GAP_S:
+                    self._info_gaps.append((stamp - last[1]) / skipped)  # the camera's own period
+                self._last_image = stamp
+                return skipped - 1
         if stamp <= 0:
             return 0
         gap = self._gap(self._last_image, stamp, self._image_gaps)

@@ -47,6 +47,8 @@ except ImportError:  # Humble
         from rclpy.qos_event import SubscriptionEventCallbacks
     except ImportError:
         SubscriptionEventCallbacks = None
+# rclpy passes (msg, message info) to two-argument callbacks since Iron; Humble's does not.
+MESSAGE_INFO = hasattr(getattr(rclpy, "subscription", None), "MessageInfo")
 
 NODE_NAME = "segmentation_node"
 # (engine output name, published encoding)
@@ -330,16 +332,28 @@ class _SegmentationCore:
                 message_lost=lambda info, c=cam: c.stats.count("lost_rmw", int(info.total_count_change)))
         try:
             cam.subscription = self.create_subscription(msg_type, cam.input_topic,
-                                                        lambda m, c=cam: callback(c, m),
+                                                        self._input_callback(cam, callback),
                                                         qos.input_qos(reliability), **kwargs)
         except Exception as exc:  # an RMW without the message-lost event: stamps still count losses
             if not kwargs:
                 raise
             self.get_logger().info(f"{cam.input_topic}: no message-lost events from this RMW ({exc})")
             cam.subscription = self.create_subscription(msg_type, cam.input_topic,
-                                                        lambda m, c=cam: callback(c, m),
+                                                        self._input_callback(cam, callback),
                                                         qos.input_qos(reliability))
         cam.reliability = reliability
+
+    @staticmethod
+    def _input_callback(cam: Camera, callback: Callable[..., None]) -> Callable[..., None]:
+        """Wrap ``callback(cam, msg, info)`` for the image subscription.
+
+        Where rclpy passes message info (Iron and later: a two-argument callback), its
+        publication sequence numbers count exactly the samples the keep-last-1 queue replaced;
+        Humble's rclpy passes the message only and the stamps alone count losses.
+        """
+        if MESSAGE_INFO:
+            return lambda m, info: callback(cam, m, info)
+        return lambda m: callback(cam, m, None)
 
     def _on_camera_info(self, cam: Camera, msg: CameraInfo) -> None:
         cam.info = msg
@@ -384,11 +398,14 @@ class _SegmentationCore:
             wanted.add("labels")
         return frozenset(wanted)
 
-    def _admit(self, cam: Camera, header: Header) -> Optional[FrozenSet[str]]:
+    def _admit(self, cam: Camera, header: Header, info: Optional[Dict[str, Any]] = None
+               ) -> Optional[FrozenSet[str]]:
         """Count the frame; the outputs to compute, or None when it is not to be processed."""
         stats = cam.stats
         stats.count("received")
-        lost = cam.loss.image(_stamp(header))
+        seq = info.get("publication_sequence_number") if info else None
+        gid = info.get("publisher_gid") if info else None
+        lost = cam.loss.image(_stamp(header), seq=seq, publisher=repr(gid) if gid is not None else "")
         if lost:
             stats.count("lost", lost)
         if not self._enabled:
@@ -414,8 +431,8 @@ class _SegmentationCore:
             f"{cam.input_topic}: dropped frame (stamp {header.stamp.sec}.{header.stamp.nanosec:09d}, "
             f"frame_id '{header.frame_id}'): {exc}{more}")
 
-    def _on_image(self, cam: Camera, msg: Image) -> None:
-        outputs = self._admit(cam, msg.header)
+    def _on_image(self, cam: Camera, msg: Image, info: Optional[Dict[str, Any]] = None) -> None:
+        outputs = self._admit(cam, msg.header, info)
         if outputs is None:
             return
         try:
@@ -429,8 +446,8 @@ class _SegmentationCore:
                                                       bgr=frame.bgr, context=ctx, outputs=outputs,
                                                       block=False))
 
-    def _on_compressed(self, cam: Camera, msg: CompressedImage) -> None:
-        outputs = self._admit(cam, msg.header)
+    def _on_compressed(self, cam: Camera, msg: CompressedImage, info: Optional[Dict[str, Any]] = None) -> None:
+        outputs = self._admit(cam, msg.header, info)
         if outputs is None:
             return
         data = bytes(msg.data)  # one copy out of the message, for the check and the engine
