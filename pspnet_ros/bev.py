@@ -362,13 +362,17 @@ class GroundProjector:
         return out
 
     def occupancy_from_labels(self, labels: np.ndarray, drivable_ids: Iterable[int]) -> np.ndarray:
-        """(h, w) uint8 class ids -> (H, W) int8 occupancy: FREE on ``drivable_ids``, OCCUPIED on
-        other classes, UNKNOWN where not valid. One remap and one table lookup."""
+        """Occupancy (H, W) int8 of (h, w) uint8 class ids: one remap and one table lookup.
+
+        FREE on ``drivable_ids``, OCCUPIED on other classes, UNKNOWN where not valid.
+        """
         return occupancy_lut(drivable_ids)[self.warp_labels(labels)]
 
     def occupancy_from_probability(self, prob: np.ndarray) -> np.ndarray:
-        """(h, w) road probability -> (H, W) int8 occupancy ``round(100 * (1 - p))`` (0 = surely
-        drivable, 100 = surely not), UNKNOWN where not valid: the costs a planner can weigh."""
+        """Occupancy (H, W) int8 ``round(100 * (1 - p))`` of an (h, w) road probability.
+
+        0 = surely drivable, 100 = surely not, UNKNOWN where not valid: costs a planner can weigh.
+        """
         bev = self.warp_probability(prob)
         occ = np.full(bev.shape, UNKNOWN, np.int8)
         ok = self.valid
@@ -427,8 +431,11 @@ def grid_metadata(grid: GridSpec) -> Dict[str, object]:
 
 
 def kitti_calib_for(image: Union[str, Path], calib_dir: Optional[Union[str, Path]] = None) -> Optional[Path]:
-    """The calibration file of a KITTI image: ``calib_dir/<stem>.txt``, else ``calib/`` next to the
-    image or beside its folder (the benchmark's ``image_2/../calib`` layout); None if none exists."""
+    """Find the calibration file of a KITTI image, or None if there is none.
+
+    ``calib_dir/<stem>.txt`` when ``calib_dir`` is given, else ``calib/`` next to the image or
+    beside its folder (the benchmark's ``image_2/../calib`` layout).
+    """
     image = Path(image)
     dirs = [Path(calib_dir)] if calib_dir else [image.parent / "calib", image.parent.parent / "calib"]
     for d in dirs:
