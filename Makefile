@@ -9,7 +9,8 @@ STAMP := $(VENV)/.setup-stamp
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ROS_WHEELS := ros-kilted-rclpy ros-kilted-sensor-msgs ros-kilted-std-msgs \
 	ros-kilted-diagnostic-msgs ros-kilted-std-srvs ros-kilted-builtin-interfaces \
-	ros-kilted-ament-index-python ros-kilted-lifecycle-msgs ros-kilted-rmw-fastrtps-cpp
+	ros-kilted-ament-index-python ros-kilted-lifecycle-msgs ros-kilted-rmw-fastrtps-cpp \
+	ros-kilted-nav-msgs
 LAUNCH_WHEELS := launch launch-xml launch-yaml launch-testing launch-ros launch-testing-ros lark
 
 .PHONY: setup test test-fast demo bench gpu-check clean-demo
