@@ -353,6 +353,12 @@ class GroundProjector:
         labels = np.ascontiguousarray(labels, dtype=np.uint8)
         return self._remap(labels, cv2.INTER_NEAREST, _IGNORE)
 
+    def warp_image(self, image: np.ndarray) -> np.ndarray:
+        """(h, w[, C]) uint8 camera image -> (H, W[, C]) uint8 grid (bilinear); 0 where not valid."""
+        import cv2
+
+        return self._remap(np.ascontiguousarray(image, dtype=np.uint8), cv2.INTER_LINEAR, 0)
+
     def warp_probability(self, prob: np.ndarray) -> np.ndarray:
         """(h, w) float road probability -> (H, W) float32 grid (bilinear); NaN where not valid."""
         import cv2
