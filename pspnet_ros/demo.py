@@ -209,7 +209,7 @@ def write_mosaic(path: Path, rows: List[Dict[str, np.ndarray]], tile_width: int 
     except TypeError:  # Pillow < 10.1
         font = ImageFont.load_default()
     for j, name in enumerate(cols):
-        title = name if name != BEV_COLUMN else "bev: 6-46 m ahead (right), 10 m lines"
+        title = name if name != BEV_COLUMN else "bev (6-46 m ahead, right)"
         draw.text((lefts[j] + 6, 4), title, fill=(0, 0, 0), font=font)
     for i, row in enumerate(rows):
         for j, name in enumerate(cols):
