@@ -245,6 +245,9 @@ class SegmentationNode(Node):
     def _bev_output(self, cam: Camera, out_qos: Any) -> Any:
         from .bev_output import BevOutput  # nav_msgs only when the grid is asked for
 
+        if len(self.params.cameras) > 1:  # one bev.camera_to_ground cannot be every camera's pose
+            raise StartupError("bev.enable supports one camera (one bev.camera_to_ground); run one node "
+                               "per camera for several grids")
         names = resolve_drivable(self.params.drivable_classes, self._classes, getattr(self._seg, "meta", {}) or {})
         if not names:
             raise StartupError("bev.enable needs drivable classes: set 'drivable_classes' (the model's "
