@@ -9,7 +9,8 @@ STAMP := $(VENV)/.setup-stamp
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ROS_WHEELS := ros-kilted-rclpy ros-kilted-sensor-msgs ros-kilted-std-msgs \
 	ros-kilted-diagnostic-msgs ros-kilted-std-srvs ros-kilted-builtin-interfaces \
-	ros-kilted-ament-index-python ros-kilted-lifecycle-msgs ros-kilted-rmw-fastrtps-cpp
+	ros-kilted-ament-index-python ros-kilted-lifecycle-msgs ros-kilted-rmw-fastrtps-cpp \
+	ros-kilted-nav-msgs
 LAUNCH_WHEELS := launch launch-xml launch-yaml launch-testing launch-ros launch-testing-ros lark
 # The `ros2` command and colcon (test/workspace builds and drives the installed package with them).
 # ros2cli names psutil, packaging, argcomplete only in its package.xml: without psutil most verbs

@@ -20,7 +20,9 @@ setup(
         ("share/" + PACKAGE + "/models", glob("models/*")),
         # demo frames (KITTI road val, CC BY-NC-SA 3.0, see data/sample/README.md)
         ("share/" + PACKAGE + "/data/sample", glob("data/sample/*.md")),
-        ("share/" + PACKAGE + "/data/sample/kitti_road", glob("data/sample/kitti_road/*")),
+        ("share/" + PACKAGE + "/data/sample/kitti_road", glob("data/sample/kitti_road/*.jpg")),
+        # their KITTI calibration files (`pspnet make-bag --bev-params`, the demo's BEV grid)
+        ("share/" + PACKAGE + "/data/sample/kitti_road/calib", glob("data/sample/kitti_road/calib/*.txt")),
     ],
     python_requires=">=3.10",
     install_requires=[

@@ -10,8 +10,13 @@
    demo_out/demo_params.yaml`` (the shipped KITTI road model, sim time);
 3. replays the bag to it over DDS with a reliable publisher and /clock, like
    ``ros2 bag play --clock``, and records every output topic;
-4. writes ``demo_out/``: overlay.mp4 (H.264), mosaic.png (input | color | overlay | drivable),
-   summary.json, and prints the summary table.
+4. writes ``demo_out/``: overlay.mp4 (H.264), mosaic.png (input | color | overlay | drivable |
+   bev), summary.json, and prints the summary table.
+
+With the sample's KITTI calibration (``data/sample/kitti_road/calib``) the node also runs with
+``bev.enable`` and the transform ``pspnet make-bag --bev-params`` writes (demo_out/bev_params.yaml);
+the mosaic's bev column is the camera image seen from above with the node's
+``segmentation/drivable_grid`` on it (magenta drivable, red not drivable, grey unknown).
 
 Everything runs on a private ROS_DOMAIN_ID with localhost-only discovery, so it neither sees nor
 disturbs other ROS 2 systems on the network.
@@ -42,6 +47,9 @@ INFO_TOPIC = "/camera/camera_info"
 # Fixed stamps make the demo bag byte-identical run to run; the node runs on the bag's /clock.
 START_NS = 1_317_000_000_000_000_000  # 2011-09-26, when KITTI's sequences were recorded
 COLUMNS = ("input", "color", "overlay", "drivable")
+BEV_COLUMN = "bev"
+GRID_TOPIC = "/segmentation/drivable_grid"
+BEV_COLORS = {0: (255, 0, 255), 100: (255, 0, 0)}  # the KITTI road palette: road, not road
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -89,6 +97,7 @@ def resolve_model(checkpoint: str, device: str) -> Path:
 
 
 def make_sample_bag(out: Path, sample: Path, frames: Optional[int], rate: float) -> Path:
+    """Write ``out/sample_bag`` from the frames in ``sample`` (KITTI P2 camera_info)."""
     from pspnet_ros.bags.make_bag import iter_frames, write_bag
 
     bag = out / "sample_bag"
@@ -99,8 +108,22 @@ def make_sample_bag(out: Path, sample: Path, frames: Optional[int], rate: float)
     return bag
 
 
+def make_bev_params(out: Path, sample: Path) -> Optional[Path]:
+    """``pspnet make-bag --bev-params`` for the sample: None when its frames have no calibration."""
+    from pspnet_ros.bags.make_bag import find_kitti_calib, write_bev_params
+    from pspnet_ros.errors import InputError
+
+    try:
+        calib = find_kitti_calib(None, [sample])
+    except InputError as exc:
+        LOGGER.info("no bird's-eye view in this demo: %s", exc)
+        return None
+    return write_bev_params(out / "bev_params.yaml", calib)
+
+
 def write_params(path: Path, checkpoint: Path, device: str, drop_policy: str,
-                 inference_size: Optional[Sequence[int]]) -> Path:
+                 inference_size: Optional[Sequence[int]], bev_params: Optional[Path] = None) -> Path:
+    """Write the node's parameters file (bev.* merged in from ``bev_params`` when given)."""
     import yaml
 
     params = {
@@ -115,6 +138,8 @@ def write_params(path: Path, checkpoint: Path, device: str, drop_policy: str,
     }
     if inference_size:
         params["inference_size"] = [int(v) for v in inference_size]
+    if bev_params is not None:
+        params.update(yaml.safe_load(bev_params.read_text())["/**"]["ros__parameters"])
     path.write_text("# Written by `make demo` (python -m pspnet_ros.demo); see config/pspnet.yaml\n"
                     + yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False))
     return path
@@ -144,19 +169,42 @@ def write_video(path: Path, frames: List[np.ndarray], fps: float) -> Path:
     return path
 
 
+def bev_panel(frame: np.ndarray, occupancy: np.ndarray, projector, alpha: float = 0.45) -> np.ndarray:
+    """(H, W, 3) uint8 top view: ``frame`` warped onto the grid, ``occupancy`` tinted on it.
+
+    Oriented as RViz draws the grid from above (forward right, left up), with a white line every
+    10 m ahead for scale.
+    """
+    top = projector.warp_image(frame).astype(np.float32)
+    for value, color in BEV_COLORS.items():
+        cells = occupancy == value
+        top[cells] = (1 - alpha) * top[cells] + alpha * np.asarray(color, np.float32)
+    top[occupancy < 0] = (96, 96, 96)
+    xs, _ = projector.grid.cell_centers()
+    res = projector.grid.resolution
+    for x in range(int(np.ceil(xs[0] / 10.0)) * 10, int(xs[-1]) + 1, 10):
+        top[:, np.abs(xs - x) < res / 2] = 255
+    return np.ascontiguousarray(top[::-1].astype(np.uint8))
+
+
 def write_mosaic(path: Path, rows: List[Dict[str, np.ndarray]], tile_width: int = 480,
                  columns: Sequence[str] = COLUMNS) -> Path:
     """Save a figure with one row per frame and one titled column per key of ``columns``.
 
     The default columns are input | color | overlay | drivable; (H, W) arrays are shown as grey.
+    Columns whose arrays have another aspect than the input (the bev panel) keep it: their tiles
+    are as high, not as wide.
     """
     cols = tuple(columns)
     from PIL import Image, ImageDraw, ImageFont
 
     h0, w0 = rows[0]["input"].shape[:2]
     tw, th = tile_width, int(round(h0 * tile_width / w0))
+    widths = [tw if rows[0][c].shape[:2] == (h0, w0) else
+              int(round(th * rows[0][c].shape[1] / rows[0][c].shape[0])) for c in cols]
+    lefts = [sum(widths[:j]) + j * 4 for j in range(len(cols))]
     title_h, gap = 28, 4
-    canvas = Image.new("RGB", (len(cols) * tw + (len(cols) - 1) * gap,
+    canvas = Image.new("RGB", (sum(widths) + (len(cols) - 1) * gap,
                                title_h + len(rows) * (th + gap)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     try:
@@ -164,14 +212,15 @@ def write_mosaic(path: Path, rows: List[Dict[str, np.ndarray]], tile_width: int 
     except TypeError:  # Pillow < 10.1
         font = ImageFont.load_default()
     for j, name in enumerate(cols):
-        draw.text((j * (tw + gap) + 6, 4), name, fill=(0, 0, 0), font=font)
+        title = name if name != BEV_COLUMN else "bev (6-46 m ahead, right)"
+        draw.text((lefts[j] + 6, 4), title, fill=(0, 0, 0), font=font)
     for i, row in enumerate(rows):
         for j, name in enumerate(cols):
             arr = row[name]
             if arr.ndim == 2:
                 arr = np.repeat(arr[:, :, None], 3, axis=2)
-            tile = Image.fromarray(arr).resize((tw, th), Image.BILINEAR)
-            canvas.paste(tile, (j * (tw + gap), title_h + i * (th + gap)))
+            tile = Image.fromarray(arr).resize((widths[j], th), Image.BILINEAR)
+            canvas.paste(tile, (lefts[j], title_h + i * (th + gap)))
     canvas.save(path, optimize=True)
     return path
 
@@ -185,11 +234,10 @@ def pick_rows(stamps: List[int], n: int = 3) -> List[int]:
 
 def summarize(res, inputs: Dict[int, np.ndarray], *, rate: float, checkpoint: Path,
               args, wall_s: float) -> dict:
-    from pspnet_ros.ros.demo_session import OUTPUTS
-
+    kinds = res.kinds
     published = sorted(res.published)
-    complete = [s for s in published if len(res.outputs.get(s, {})) == len(OUTPUTS)]
-    partial = [s for s in published if 0 < len(res.outputs.get(s, {})) < len(OUTPUTS)]
+    complete = [s for s in published if len(res.outputs.get(s, {})) == len(kinds)]
+    partial = [s for s in published if 0 < len(res.outputs.get(s, {})) < len(kinds)]
     latencies = [1000.0 * (res.received[s]["labels"] - res.published[s]) for s in complete]
     # Output rate on the labels topic, the same arrivals as the latency: a single slow
     # repair of another topic's last frame would otherwise stretch the whole run.
@@ -205,7 +253,8 @@ def summarize(res, inputs: Dict[int, np.ndarray], *, rate: float, checkpoint: Pa
         "frames_out": len(complete),
         "drops": len(published) - len(complete) - len(partial),
         "partial_frames": len(partial),
-        "partial_missing": {str(s): sorted(set(OUTPUTS) - set(res.outputs[s])) for s in partial},
+        "partial_missing": {str(s): sorted(set(kinds) - set(res.outputs[s])) for s in partial},
+        "outputs": list(kinds),
         "input_rate_hz": rate,
         "output_fps": round(fps, 2),
         "latency_ms": pct,
@@ -233,7 +282,7 @@ def table(summary: dict, out: Path) -> str:
     rows = [
         ("frames in", f"{summary['frames_in']}  ({summary['frame_size'][1]}x{summary['frame_size'][0]}"
                       f" rgb8 at {summary['input_rate_hz']:g} Hz, reliable)"),
-        ("frames out", f"{summary['frames_out']}  (labels, color, overlay, drivable; stamps "
+        ("frames out", f"{summary['frames_out']}  ({', '.join(summary['outputs'])}; stamps "
                        f"{'exact' if summary['exact_stamps'] else 'MISMATCHED'})"),
         ("drops", f"{summary['drops']}" + (f" (+{summary['partial_frames']} partial)"
                                            if summary["partial_frames"] else "")
@@ -246,7 +295,8 @@ def table(summary: dict, out: Path) -> str:
     width = max(len(k) for k, _ in rows)
     lines = ["", "pspnet_ros demo: KITTI road sample -> rosbag2 -> segmentation_node over DDS", ""]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
-    lines += ["", f"  look at:  {out / 'mosaic.png'}   (input | color | overlay | drivable)",
+    columns = " | ".join(COLUMNS + ((BEV_COLUMN,) if "drivable_grid" in summary["outputs"] else ()))
+    lines += ["", f"  look at:  {out / 'mosaic.png'}   ({columns})",
               f"            {out / 'overlay.mp4'}",
               f"            {out / 'summary.json'},  node log {out / 'node.log'}", ""]
     return "\n".join(lines)
@@ -265,8 +315,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name in ("overlay.mp4", "mosaic.png", "summary.json"):
         (out / name).unlink(missing_ok=True)
     bag = make_sample_bag(out, args.sample, args.frames, args.rate)
+    bev_params = make_bev_params(out, args.sample)
     params = write_params(out / "demo_params.yaml", checkpoint, args.device, args.drop_policy,
-                          args.inference_size)
+                          args.inference_size, bev_params)
     domain = args.domain_id if args.domain_id is not None else _private_domain()
     LOGGER.info("ROS_DOMAIN_ID=%d (private, localhost only)", domain)
 
@@ -275,7 +326,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         res = run_session(bag, params, workdir=out, domain_id=domain, rate=1.0,
                           image_topic=IMAGE_TOPIC, info_topic=INFO_TOPIC,
-                          startup_timeout=args.startup_timeout)
+                          startup_timeout=args.startup_timeout,
+                          grid_topic=GRID_TOPIC if bev_params is not None else None)
     except SessionError as exc:
         LOGGER.error("%s", exc)
         return 1
@@ -285,8 +337,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     done = summary["stamps_out"]
     if done:
         write_video(out / "overlay.mp4", [res.outputs[s]["overlay"] for s in done], args.rate)
-        write_mosaic(out / "mosaic.png",
-                     [dict(input=inputs[s], **res.outputs[s]) for s in pick_rows(done)])
+        rows = [dict(input=inputs[s], **res.outputs[s]) for s in pick_rows(done)]
+        columns = COLUMNS
+        if bev_params is not None:
+            projector = _bev_projector(bev_params, inputs[done[0]].shape[:2])
+            for row in rows:
+                row[BEV_COLUMN] = bev_panel(row["input"], row["drivable_grid"], projector)
+            columns = COLUMNS + (BEV_COLUMN,)
+            summary["bev"] = {"grid_topic": GRID_TOPIC, "params": str(bev_params),
+                              "grid": {"frame_id": projector.grid.frame_id,
+                                       "resolution": projector.grid.resolution,
+                                       "width": projector.grid.width, "height": projector.grid.height}}
+        write_mosaic(out / "mosaic.png", rows, columns=columns)
     summary["wall_s"] = round(time.monotonic() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(table(summary, out))
@@ -294,6 +356,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         LOGGER.error("no frame came back from the node; see %s", out / "node.log")
         return 1
     return 0
+
+
+def _bev_projector(bev_params: Path, size):
+    """The node's projection for the bag's camera (KITTI P2 at ``size``) and ``bev_params``."""
+    import yaml
+
+    from pspnet_ros import bev
+    from pspnet_ros.bags.calibration import KITTI_P2
+
+    values = yaml.safe_load(bev_params.read_text())["/**"]["ros__parameters"]["bev"]
+    intr = KITTI_P2.scaled(size[1], size[0])
+    k = [[intr.fx, 0, intr.cx], [0, intr.fy, intr.cy], [0, 0, 1]]
+    return bev.projector(k, size, values["camera_to_ground"], bev.GridSpec(frame_id=values["frame_id"]))
 
 
 def _private_domain() -> int:

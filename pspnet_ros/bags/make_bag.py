@@ -4,6 +4,12 @@ The bag is readable by ``ros2 bag info`` / ``ros2 bag play``.
 
     pspnet make-bag data/sample/kitti_road --out sample_bag --rate 5
     pspnet make-bag drive.mp4 --out drive_bag --compressed --topic /front/image_raw
+    pspnet make-bag data/sample/kitti_road --out sample_bag --bev-params sample_bev.yaml
+
+``--bev-params FILE`` also writes the node parameters for ``segmentation/drivable_grid``: the
+camera -> ground transform of the first frame's KITTI calibration (``--kitti-calib``, by default
+``calib/<stem>.txt`` next to the images or beside their folder), loaded with a second
+``--params-file``. On a robot the same 16 numbers come from TF instead (config/pspnet.yaml).
 
 Frame ``i`` is stamped ``start + i / rate`` in its header, and the bag records it at that same
 time, so ``ros2 bag play --clock`` reproduces the stream exactly. Folders are read in sorted
@@ -260,6 +266,57 @@ def describe(path: Path) -> str:
         reader.close()
 
 
+def write_bev_params(path: Path, calib_file: Path, frame_id: str = "base_footprint") -> Path:
+    """Write a node parameters file enabling the BEV grid with ``calib_file``'s camera_to_ground.
+
+    The transform maps camera 2's optical frame (the frame of P2's K, which the bag's camera_info
+    carries for KITTI) to a REP-103 ground frame on the road plane (:mod:`pspnet_ros.bev`).
+
+    Raises:
+        InputError: the calibration file is unusable.
+    """
+    import yaml
+
+    from pspnet_ros import bev
+
+    try:
+        calib = bev.read_kitti_calib(calib_file)
+    except bev.BevError as exc:
+        raise InputError(str(exc)) from None
+    t = calib.camera_to_ground()
+    params = {"bev": {"enable": True, "camera_to_ground": [round(float(v), 9) for v in t.ravel()],
+                      "frame_id": frame_id}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Written by `pspnet make-bag --bev-params`: segmentation_node parameters for\n"
+        "# segmentation/drivable_grid. Load next to the main file:\n"
+        "#   --ros-args --params-file config/pspnet.yaml --params-file THIS_FILE\n"
+        f"# camera_to_ground from {calib_file} (P2, R0_rect, Tr_cam_to_road, as the KITTI road devkit):\n"
+        f"# camera {bev.camera_height(t):.3f} m above the road; row-major 4x4, camera optical frame ->\n"
+        f"# {frame_id} (x forward, y left, z up, z = 0 on the road).\n"
+        + yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False))
+    return path
+
+
+def find_kitti_calib(spec: Optional[Path], inputs: Sequence[Path], pattern: str = "*") -> Path:
+    """The KITTI calibration for ``--bev-params``: ``spec``, else the first frame's ``calib/<stem>.txt``."""
+    if spec is not None:
+        if not spec.is_file():
+            raise InputError(f"--kitti-calib {spec} does not exist")
+        return spec
+    from pspnet_ros.bev import kitti_calib_for
+
+    first = next(iter_frames(inputs, pattern), None)
+    found = kitti_calib_for(first.path) if first is not None and first.path is not None else None
+    if found is None:
+        where = (f"{first.path.parent / 'calib'} or {first.path.parent.parent / 'calib'}"
+                 if first is not None and first.path is not None else "(no image files)")
+        raise InputError(f"--bev-params: no KITTI calibration for the first frame in {where}; give "
+                         "one with --kitti-calib FILE")
+    return found
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pspnet make-bag", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -288,6 +345,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-info", default="auto",
                    help="auto (KITTI P2 for KITTI folders, else a 60 deg HFOV pinhole), kitti, "
                         "default, none, or a camera_calibration YAML file")
+    p.add_argument("--bev-params", type=Path, default=None, metavar="FILE",
+                   help="also write node parameters enabling segmentation/drivable_grid with the "
+                        "KITTI camera->ground transform (from --kitti-calib)")
+    p.add_argument("--kitti-calib", type=Path, default=None, metavar="FILE",
+                   help="KITTI calibration file for --bev-params (default: calib/<stem>.txt of the "
+                        "first frame, next to the images or beside their folder)")
+    p.add_argument("--bev-frame-id", default="base_footprint",
+                   help="bev.frame_id written by --bev-params (default base_footprint)")
     p.add_argument("--pattern", default="*", help="glob for files inside folders (e.g. '0016E5_*')")
     p.add_argument("--limit", type=int, default=None, help="write at most N frames")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -302,6 +367,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for src in args.inputs:
             if not src.exists():
                 raise InputError(f"input {src} does not exist")
+        calib = find_kitti_calib(args.kitti_calib, args.inputs, args.pattern) if args.bev_params else None
         rate = args.rate
         if rate is None:
             videos = [s for s in args.inputs if s.suffix.lower() in VIDEO_SUFFIXES]
@@ -314,6 +380,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                       inputs=args.inputs, pattern=args.pattern, limit=args.limit,
                       jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
                       progress=not args.no_progress)
+        if calib is not None:
+            write_bev_params(args.bev_params, calib, args.bev_frame_id)
+            LOGGER.info("BEV parameters (camera_to_ground of %s) -> %s", calib, args.bev_params)
     except (InputError, bc.BagError) as exc:
         LOGGER.error("%s", exc)
         return 1

@@ -25,6 +25,7 @@ from .node_process import NodeProcess, node_env
 LOGGER = logging.getLogger(__name__)
 
 OUTPUTS = ("labels", "color", "overlay", "drivable")
+GRID = "drivable_grid"  # nav_msgs/OccupancyGrid, recorded when the node runs with bev.enable
 NODE_NAME = "segmentation_node"
 
 
@@ -35,6 +36,7 @@ class SessionError(RuntimeError):
 @dataclass
 class SessionResult:
     outputs: Dict[int, Dict[str, np.ndarray]] = field(default_factory=dict)  # stamp -> kind -> px
+    kinds: tuple = OUTPUTS  # the outputs waited for (OUTPUTS, + GRID with a grid topic)
     received: Dict[int, Dict[str, float]] = field(default_factory=dict)  # stamp -> kind -> wall
     published: Dict[int, float] = field(default_factory=dict)  # image stamp -> wall time sent
     frame_ids: Dict[int, str] = field(default_factory=dict)
@@ -56,6 +58,8 @@ def _stamp(header) -> int:
 def _pixels(msg) -> np.ndarray:
     from pspnet_ros.image_codec import decode_image
 
+    if hasattr(msg, "info"):  # OccupancyGrid: (height, width) int8 cells, row-major
+        return np.array(msg.data, np.int8).reshape(msg.info.height, msg.info.width)
     if msg.encoding == "mono8":
         step = msg.step
         data = np.frombuffer(msg.data, np.uint8).reshape(msg.height, step)[:, : msg.width]
@@ -74,7 +78,9 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, rate: float = 1.0,
                 image_topic: str = "/camera/image_raw", info_topic: str = "/camera/camera_info",
-                startup_timeout: float = 300.0, idle_timeout: float = 10.0) -> SessionResult:
+                startup_timeout: float = 300.0, idle_timeout: float = 10.0,
+                grid_topic: Optional[str] = None) -> SessionResult:
+    """Run the node over ``bag``; with ``grid_topic`` also record its OccupancyGrid (as GRID)."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -82,7 +88,7 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    res = SessionResult(node_log=workdir / "node.log")
+    res = SessionResult(node_log=workdir / "node.log", kinds=OUTPUTS + ((GRID,) if grid_topic else ()))
     env = node_env(domain_id)
     # Our own participant must use the same discovery range (read when it is created).
     saved_range = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
@@ -125,6 +131,10 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
     reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     subs = [node.create_subscription(Image, f"/segmentation/{k}", on_output(k), reliable)
             for k in OUTPUTS]
+    if grid_topic:
+        from nav_msgs.msg import OccupancyGrid
+
+        subs.append(node.create_subscription(OccupancyGrid, grid_topic, on_output(GRID), reliable))
     node.create_subscription(String, "/segmentation/class_info", on_class_info,
                              QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                         durability=DurabilityPolicy.TRANSIENT_LOCAL))
@@ -165,7 +175,7 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
         # the bag's first frame, stamped before the bag starts, goes out once a second until all
         # its outputs come back. Those warm-up frames are not part of the results.
         res.warmup_frames = _warm_up(replayer, image_topic, res, lock, proc,
-                                     startup_timeout - (time.monotonic() - t0))
+                                     startup_timeout - (time.monotonic() - t0), info_topic)
         res.startup_s = time.monotonic() - t0
         LOGGER.info("node ready after %.1f s; replaying %s at x%g", res.startup_s, bag, rate)
         t1 = time.monotonic()
@@ -183,7 +193,7 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
         # node drops frames it cannot keep up with: those never come).
         while True:
             with lock:
-                complete = all(len(res.outputs.get(s, {})) == len(OUTPUTS) for s in res.published)
+                complete = all(len(res.outputs.get(s, {})) == len(res.kinds) for s in res.published)
                 idle = time.monotonic() - last_output[0]
             if complete or idle > idle_timeout or proc.poll() is not None:
                 break
@@ -207,14 +217,18 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
 
 
 def _warm_up(replayer: Replayer, image_topic: str, res: SessionResult, lock, proc,
-             timeout: float) -> int:
-    """Publish restamped copies of the first frame until one comes back with every output."""
+             timeout: float, info_topic: Optional[str] = None) -> int:
+    """Publish restamped copies of the first frame (and its camera_info, which the grid needs)
+    until one comes back with every output."""
     from pspnet_ros.bags import common as bc
 
     reader = bc.open_reader(replayer.bag)
     try:
         conn = next(c for c in reader.connections if c.topic == image_topic)
         _, first_ns, data = next(iter(reader.messages(connections=[conn])))
+        info_conn = next((c for c in reader.connections if c.topic == info_topic), None)
+        info = (bc.deserialize(next(iter(reader.messages(connections=[info_conn])))[2], info_conn.msgtype)
+                if info_conn is not None and info_topic in replayer.topics else None)
     finally:
         reader.close()
     msg = bc.deserialize(data, conn.msgtype)
@@ -229,12 +243,15 @@ def _warm_up(replayer: Replayer, image_topic: str, res: SessionResult, lock, pro
         replayer.publish_clock(stamp)
         with lock:
             res.warmup_stamps.add(stamp)
+        if info is not None:
+            info.header = bc.header(stamp, info.header.frame_id)
+            replayer.topics[info_topic].publisher.publish(bc.serialize(info))
         publisher.publish(bc.serialize(msg))
         sent.append(stamp)
         step_end = time.monotonic() + 1.0
         while time.monotonic() < step_end:
             with lock:
-                done = any(len(res.outputs.get(s, {})) == len(OUTPUTS) for s in sent)
+                done = any(len(res.outputs.get(s, {})) == len(res.kinds) for s in sent)
             if done:
                 time.sleep(0.5)  # let the other warm-up frames in flight arrive, then forget them
                 with lock:

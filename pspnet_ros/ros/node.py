@@ -6,6 +6,9 @@ injectable engine factory, and per camera subscribes ``image`` (or ``image/compr
 camera_info,class_info}``. The image callback only converts the message (zero-copy) and hands
 the frame to the engine (latest frame wins); inference runs on the engine's worker thread, which
 calls back with the result to publish. Every output carries the input header unchanged.
+With ``bev.enable`` each camera also publishes ``segmentation/drivable_grid`` (nav_msgs/
+OccupancyGrid, input stamp, frame ``bev.frame_id``) and ``segmentation/drivable_bev``
+(:mod:`pspnet_ros.ros.bev_output`).
 
 Run: ``ros2 run pspnet_ros segmentation_node --ros-args --params-file config/pspnet.yaml``.
 """
@@ -162,6 +165,7 @@ class Camera:
         self.info_publisher: Any = None
         self.class_info_publisher: Any = None
         self.loss = diagnostics.StampGapMeter()
+        self.bev: Any = None  # bev_output.BevOutput when bev.enable
         self._next_due = 0.0
 
     def rate_allows(self, max_rate: float, now: float) -> bool:
@@ -290,7 +294,8 @@ class _SegmentationCore:
             except Exception as exc:  # noqa: BLE001 (shutting down: log it, release the rest)
                 self.get_logger().error(f"stopping the engine: {exc}")
         for cam in self._cameras:
-            for pub in (*cam.publishers.values(), cam.info_publisher, cam.class_info_publisher):
+            bev_pubs = (cam.bev.grid_publisher, cam.bev.image_publisher) if cam.bev is not None else ()
+            for pub in (*cam.publishers.values(), cam.info_publisher, cam.class_info_publisher, *bev_pubs):
                 if pub is not None:
                     self.destroy_publisher(pub)
         self._cameras = []
@@ -308,6 +313,8 @@ class _SegmentationCore:
         cam.info_publisher = self.create_publisher(CameraInfo, f"{cam.prefix}segmentation/camera_info", out_qos)
         cam.class_info_publisher = self.create_publisher(String, f"{cam.prefix}segmentation/class_info",
                                                          qos.latched_qos())
+        if self.params.bev_enable:  # segmentation/drivable_grid (+ drivable_bev)
+            cam.bev = self._bev_output(cam, out_qos)
         base = self.resolve_topic_name(f"{cam.prefix}image")
         cam.input_topic = base + "/compressed" if self.params.input_transport == "compressed" else base
 
@@ -319,6 +326,23 @@ class _SegmentationCore:
         if reliability is None:
             reliability = qos.matching_reliability(self._offered(cam)) or qos.RELIABLE
         self._subscribe(cam, reliability)
+
+    def _bev_output(self, cam: Camera, out_qos: Any) -> Any:
+        from .bev_output import BevOutput  # nav_msgs only when the grid is asked for
+
+        if len(self.params.cameras) > 1:  # one bev.camera_to_ground cannot be every camera's pose
+            raise StartupError("bev.enable supports one camera (one bev.camera_to_ground); run one node "
+                               "per camera for several grids")
+        names = resolve_drivable(self.params.drivable_classes, self._classes, getattr(self._seg, "meta", {}) or {})
+        if not names:
+            raise StartupError("bev.enable needs drivable classes: set 'drivable_classes' (the model's "
+                               "checkpoint names none)")
+        try:
+            grid, transform = node_params.bev_setup(self.params)
+        except node_params.ParameterError as exc:
+            raise StartupError(str(exc)) from None
+        return BevOutput(self, cam.prefix, grid, transform, [self._classes.index(n) for n in names],
+                         self.params.bev_publish_image, out_qos)
 
     def _subscribe(self, cam: Camera, reliability: Any) -> None:
         if cam.subscription is not None:
@@ -396,6 +420,8 @@ class _SegmentationCore:
             # segmentation/camera_info alone is worth a frame too (`ros2 topic echo` of it must
             # not hang); it needs the output size, which labels give.
             wanted.add("labels")
+        if cam.bev is not None and cam.bev.wanted():
+            wanted.add("labels")  # the grid is projected from the labels
         return frozenset(wanted)
 
     def _admit(self, cam: Camera, header: Header, info: Optional[Dict[str, Any]] = None
@@ -458,7 +484,7 @@ class _SegmentationCore:
             self._bad_input(cam, msg.header, exc)
             return
         if (cam.info is not None and "labels" in outputs and self.params.output_resolution == "network"
-                and cam.info_publisher.get_subscription_count()):
+                and (cam.info_publisher.get_subscription_count() or (cam.bev is not None and cam.bev.wanted()))):
             outputs = outputs | {"input"}  # the decoded size is needed to scale camera_info
         ctx = FrameContext(cam.index, msg.header, cam.info, None)
         self._submit(cam, lambda: self._engine.submit_encoded(data, fmt, _stamp(msg.header),
@@ -506,18 +532,20 @@ class _SegmentationCore:
                 continue
             cam.publishers[kind].publish(numpy_to_image(array, encoding, ctx.header))
         if ctx.info is not None and res.labels is not None and cam.info_publisher.get_subscription_count():
-            if ctx.size is not None:
-                in_size = ctx.size
-            elif getattr(res, "input", None) is not None:
-                in_size = tuple(res.input.shape[:2])
-            else:  # output_resolution input: the outputs have the decoded frame's size
-                in_size = tuple(res.labels.shape[:2])
+            in_size = _input_size(ctx, res)
             try:
                 cam.info_publisher.publish(scale_camera_info(ctx.info, in_size, res.labels.shape[:2], ctx.header))
             except InputError as exc:
                 cam.stats.count("bad_camera_info", error=f"camera_info: {exc}")
                 if self._bad_log.allow((cam.index, problem_kind(str(exc)))) is not None:
                     self.get_logger().warning(f"{cam.prefix}camera_info not republished: {exc}")
+        if cam.bev is not None and res.labels is not None and cam.bev.wanted():
+            try:
+                cam.bev.publish(ctx.header, ctx.info, _input_size(ctx, res), res.labels)
+            except InputError as exc:
+                cam.stats.count("bad_camera_info", error=f"drivable_grid: {exc}")
+                if self._bad_log.allow((cam.index, problem_kind(str(exc)))) is not None:
+                    self.get_logger().warning(f"{cam.prefix}segmentation/drivable_grid not published: {exc}")
         cam.stats.count("processed")
         self._consecutive_failures = 0
         stamp_ns = ctx.header.stamp.sec * 1_000_000_000 + ctx.header.stamp.nanosec
@@ -741,6 +769,15 @@ class SegmentationLifecycleNode(_SegmentationCore, LifecycleNode):
         self.get_logger().error("a lifecycle transition failed; cleaning up to unconfigured")
         self._cleanup()
         return TransitionCallbackReturn.SUCCESS
+
+
+def _input_size(ctx: FrameContext, res: Any) -> Tuple[int, int]:
+    """(h, w) of the frame the outputs were computed from (what camera_info describes)."""
+    if ctx.size is not None:
+        return ctx.size
+    if getattr(res, "input", None) is not None:
+        return tuple(res.input.shape[:2])
+    return tuple(res.labels.shape[:2])  # output_resolution input: the outputs have the decoded size
 
 
 def _stamp(header: Header) -> float:

@@ -59,6 +59,17 @@ class NodeParams:
     max_batch: int = 4
     diagnostics_period: float = 1.0
     max_consecutive_failures: int = 10  # 0: never exit on failures
+    # bev.*: segmentation/drivable_grid (see pspnet_ros.bev for the frames and conventions)
+    bev_enable: bool = False
+    bev_camera_to_ground: Tuple[float, ...] = ()  # (): from height/pitch/roll
+    bev_camera_height: float = 1.65
+    bev_camera_pitch: float = 0.0
+    bev_camera_roll: float = 0.0
+    bev_frame_id: str = "base_footprint"
+    bev_resolution: float = 0.05
+    bev_forward_range: Tuple[float, float] = (6.0, 46.0)
+    bev_lateral_range: Tuple[float, float] = (-10.0, 10.0)
+    bev_publish_image: bool = True
 
 
 _T = ParameterType
@@ -123,9 +134,40 @@ _SPECS: Dict[str, Tuple[int, Any, str, Optional[Tuple[float, float]]]] = {
                                  "Exit with code 3 (diagnostics ERROR first) after this many frames "
                                  "in a row failed in the engine (not bad input), or at once on a "
                                  "sticky CUDA error, so respawn restarts the node; 0 = never.", None),
+    "bev.enable": (_T.PARAMETER_BOOL, False,
+                   "Publish segmentation/drivable_grid (nav_msgs/OccupancyGrid): the drivable mask "
+                   "projected onto the ground plane with camera_info and bev.camera_to_ground.", None),
+    "bev.camera_to_ground": (_T.PARAMETER_DOUBLE_ARRAY, [0.0],
+                             "Row-major 4x4 rigid transform from the camera's optical frame (x right, "
+                             "y down, z forward) to the grid frame (REP-103: x forward, y left, z up, "
+                             "z = 0 on the road): 16 numbers. [0.0] = not given: built from "
+                             "bev.camera_height/pitch/roll.", None),
+    "bev.camera_height": (_T.PARAMETER_DOUBLE, 1.65,
+                          "Camera height above the road in metres (when bev.camera_to_ground is not "
+                          "given; the grid origin is then the road point below the camera).", (0.01, 100.0)),
+    "bev.camera_pitch": (_T.PARAMETER_DOUBLE, 0.0,
+                         "Camera pitch in radians, positive = looking down (REP-103).", (-1.5, 1.5)),
+    "bev.camera_roll": (_T.PARAMETER_DOUBLE, 0.0,
+                        "Camera roll in radians about its forward axis, positive = right side down.",
+                        (-1.5, 1.5)),
+    "bev.frame_id": (_T.PARAMETER_STRING, "base_footprint",
+                     "frame_id of the grid (the frame bev.camera_to_ground maps into).", None),
+    "bev.resolution": (_T.PARAMETER_DOUBLE, 0.05, "Grid cell size in metres.", (0.001, 10.0)),
+    "bev.forward_range": (_T.PARAMETER_DOUBLE_ARRAY, [6.0, 46.0],
+                          "[min, max] metres ahead (grid x) covered by the grid.", None),
+    "bev.lateral_range": (_T.PARAMETER_DOUBLE_ARRAY, [-10.0, 10.0],
+                          "[min, max] metres to the left (grid y, negative = right) covered by the grid.", None),
+    "bev.publish_image": (_T.PARAMETER_BOOL, True,
+                          "Also publish segmentation/drivable_bev (mono8 picture of the grid as seen "
+                          "from above: forward right, left up; 255 drivable, 0 not, 128 unknown).", None),
 }
 # integer parameters -> inclusive range
 _INT_RANGES: Dict[str, Tuple[int, int]] = {"max_batch": (1, 16), "max_consecutive_failures": (0, 100000)}
+
+
+def field_name(name: str) -> str:
+    """Return the NodeParams field of a ROS parameter name ('bev.enable' -> 'bev_enable')."""
+    return name.replace(".", "_")
 
 
 def descriptor(name: str, managed: bool = False) -> ParameterDescriptor:
@@ -178,8 +220,28 @@ def check_value(name: str, value: Any) -> Any:
     """Validate one parameter value; return the normalized Python value or raise ParameterError."""
     if name in CHOICES:
         return _check_choice(name, value)
-    if name in ("overlay_alpha", "max_rate", "diagnostics_period"):
+    if name in ("overlay_alpha", "max_rate", "diagnostics_period", "bev.camera_height", "bev.camera_pitch",
+                "bev.camera_roll", "bev.resolution"):
         return _check_range(name, value)
+    if name == "bev.camera_to_ground":
+        numbers = tuple(float(v) for v in (value or ()))
+        if numbers in ((), (0.0,)):
+            return ()
+        from ..bev import BevError, check_rigid
+
+        try:
+            return tuple(check_rigid(numbers, "parameter 'bev.camera_to_ground'").ravel().tolist())
+        except BevError as exc:
+            raise ParameterError(f"{exc}; or set [0.0] and bev.camera_height/pitch/roll") from None
+    if name in ("bev.forward_range", "bev.lateral_range"):
+        rng = tuple(float(v) for v in (value or ()))
+        if len(rng) != 2 or not rng[0] < rng[1]:
+            raise ParameterError(f"parameter '{name}' is {list(rng)}; give [min, max] in metres with min < max")
+        return rng
+    if name == "bev.frame_id":
+        if not str(value).strip():
+            raise ParameterError("parameter 'bev.frame_id' is empty; name the grid's frame (e.g. base_footprint)")
+        return str(value).strip()
     if name == "device":
         if not _DEVICE.match(str(value)):
             raise ParameterError(f"parameter 'device' is {value!r}; use auto, cpu, cuda or cuda:N")
@@ -214,7 +276,7 @@ def check_value(name: str, value: Any) -> Any:
             raise ParameterError(f"parameter '{name}' is {value!r}; it must be an integer from {lo} to {hi}")
         return int(value)
     if name in ("publish_color", "publish_overlay", "publish_drivable", "publish_confidence", "compile",
-                "cuda_graphs"):
+                "cuda_graphs", "bev.enable", "bev.publish_image"):
         return bool(value)
     raise ParameterError(f"unknown parameter {name!r}")
 
@@ -222,7 +284,27 @@ def check_value(name: str, value: Any) -> Any:
 def params_from_values(values: Dict[str, Any]) -> NodeParams:
     """Validate raw values into NodeParams (missing keys take their defaults)."""
     merged = {**default_values(), **values}
-    return NodeParams(**{name: check_value(name, merged[name]) for name in _SPECS})
+    params = NodeParams(**{field_name(name): check_value(name, merged[name]) for name in _SPECS})
+    if params.bev_enable:
+        bev_setup(params)  # the grid and the transform together, refused at start-up
+    return params
+
+
+def bev_setup(p: NodeParams) -> Tuple[Any, Any]:
+    """(pspnet_ros.bev.GridSpec, (4, 4) camera_to_ground) from the bev.* parameters.
+
+    Raises:
+        ParameterError: a grid or transform the projection cannot use.
+    """
+    from ..bev import BevError, GridSpec, camera_to_ground_from_pose, check_rigid
+
+    try:
+        grid = GridSpec(p.bev_resolution, p.bev_forward_range, p.bev_lateral_range, p.bev_frame_id)
+        transform = (check_rigid(p.bev_camera_to_ground) if p.bev_camera_to_ground else
+                     camera_to_ground_from_pose(p.bev_camera_height, p.bev_camera_pitch, p.bev_camera_roll))
+    except BevError as exc:
+        raise ParameterError(f"bev.* parameters: {exc}") from None
+    return grid, transform
 
 
 def check_runtime_change(params: NodeParams, name: str, value: Any) -> Tuple[Optional[str], NodeParams]:
@@ -287,6 +369,7 @@ def _describe_declare_error(name: str, exc: Exception) -> str:
     type_names = {_T.PARAMETER_STRING: "a string", _T.PARAMETER_DOUBLE: "a number (e.g. 1.0)",
                   _T.PARAMETER_INTEGER: "an integer",
                   _T.PARAMETER_BOOL: "true or false", _T.PARAMETER_INTEGER_ARRAY: "a list of integers",
+                  _T.PARAMETER_DOUBLE_ARRAY: "a list of numbers with decimal points (e.g. [1.0, 0.0])",
                   _T.PARAMETER_STRING_ARRAY: "a list of strings"}
     if "type" in text.lower():
         return f"parameter '{name}' has the wrong type; it must be {type_names.get(ros_type, 'another type')} ({text})"

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -19,6 +20,60 @@ from ..data.transforms import eval_preset
 from .metrics import BinaryPRCurve, ConfusionMatrix
 
 log = logging.getLogger(__name__)
+BEV_KEYS = ("maxf", "ap", "precision", "recall")
+
+
+class KittiBevEval:
+    """The KITTI road benchmark's bird's-eye-view MaxF / AP / precision / recall.
+
+    Each frame's road probability and ground truth are warped onto the devkit's BEV grid
+    (:class:`pspnet_ros.bev.GridSpec` defaults: 0.05 m, 6..46 m ahead, -10..10 m lateral) with
+    that frame's calibration (P2, R0_rect, Tr_cam_to_road): probabilities bilinearly, labels by
+    nearest pixel. Cells outside the image or the ground truth's valid area are ignored; the
+    counts go into the same :class:`BinaryPRCurve` as the perspective metric.
+
+    Args:
+        calib_files: per dataset index, the calibration file, or None: such frames are skipped
+            (``skipped`` names them; the caller warns).
+    """
+
+    def __init__(self, calib_files: Sequence[Optional[Path]], grid=None, device="cpu") -> None:
+        from .. import bev
+
+        self._bev = bev
+        self.grid = grid or bev.GridSpec()
+        self.calib_files = list(calib_files)
+        self.curve = BinaryPRCurve(device=device)
+        self.frames = 0
+        self.skipped: List[int] = [i for i, f in enumerate(self.calib_files) if f is None]
+
+    @property
+    def expected(self) -> int:
+        """Frames that have a calibration file (those the BEV metric will count)."""
+        return len(self.calib_files) - len(self.skipped)
+
+    def update(self, index: int, prob: torch.Tensor, mask: torch.Tensor, ignore_index: int = 255) -> None:
+        """prob: (H, W) float road probability; mask: (H, W) int 0/1 with ``ignore_index``."""
+        path = self.calib_files[index]
+        if path is None:
+            return
+        calib = self._bev.read_kitti_calib(path)
+        self.update_with(self._bev.GroundProjector(calib.k, tuple(mask.shape[-2:]), calib.camera_to_ground(),
+                                                   self.grid), prob, mask, ignore_index)
+
+    def update_with(self, projector, prob: torch.Tensor, mask: torch.Tensor, ignore_index: int = 255) -> None:
+        """Warp one frame with ``projector`` (a :class:`pspnet_ros.bev.GroundProjector`) and count it."""
+        gt = mask.detach().cpu().numpy()
+        gt = np.where(gt == ignore_index, 255, gt).astype(np.uint8)
+        bev_gt = projector.warp_labels(gt)  # 255 where not valid or ignored
+        bev_prob = projector.warp_probability(prob.detach().float().cpu().numpy())
+        bev_prob = np.nan_to_num(bev_prob, nan=0.0)
+        self.curve.update(torch.from_numpy(bev_prob), torch.from_numpy(bev_gt.astype(np.int64)), 255)
+        self.frames += 1
+
+    def compute(self) -> Dict[str, float]:
+        """{"maxf", "ap", "precision", "recall"} as fractions (precision/recall at MaxF)."""
+        return {k: v for k, v in self.curve.compute().items() if k in BEV_KEYS}
 
 
 def _forward_probs(model, image: torch.Tensor, window: Optional[Tuple[int, int]]) -> torch.Tensor:
@@ -70,27 +125,52 @@ def predict_probs(model, image: torch.Tensor, out_size: Tuple[int, int], *, flip
 def evaluate(model, loader, device, *, num_classes: int, class_names: Sequence[str],
              ignore_index: int = 255, kitti: bool = False, flip: bool = False,
              scales: Sequence[float] = (1.0,), window: Optional[Tuple[int, int]] = None,
-             progress: bool = False) -> Dict[str, object]:
+             progress: bool = False, bev: Optional[KittiBevEval] = None) -> Dict[str, object]:
     """Run the model over ``loader`` and return metrics.
 
     The image is resized to the inference size, the mask kept at label size. Metrics: miou, macc,
-    allacc, iou/acc per class (+ maxf, ap for KITTI road).
+    allacc, iou/acc per class (+ maxf, ap for KITTI road, and "bev": {maxf, ap, precision,
+    recall} when ``bev`` is given; the loader must not shuffle, ``bev`` is indexed by dataset
+    position).
     """
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index, device=device)
     pr = BinaryPRCurve(device=device) if kitti else None
+    seen = 0
     for image, mask in tqdm(loader, desc="eval", disable=not progress, leave=False):
         image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
         probs = predict_probs(model, image, tuple(mask.shape[-2:]), flip=flip, scales=scales, window=window)
         cm.update(mask, probs.argmax(1))
         if pr is not None:
             pr.update(probs[:, 1], mask, ignore_index)
+        if bev is not None:
+            for j in range(image.shape[0]):
+                bev.update(seen + j, probs[j, 1], mask[j], ignore_index)
+        seen += image.shape[0]
     cm.reduce_from_all_processes()
     result = cm.compute(class_names)
     if pr is not None:
         pr.reduce_from_all_processes()
         result.update({k: v for k, v in pr.compute().items() if k in ("maxf", "ap")})
+    if bev is not None:
+        result["bev"] = bev.compute()
     return result
+
+
+def bev_evaluator(ds) -> KittiBevEval:
+    """Build the :class:`KittiBevEval` of a KITTI road dataset (``<root>/calib/<stem>.txt``).
+
+    Frames without a calibration file are named in a warning and skipped, never silently.
+    """
+    from ..bev import kitti_calib_for
+
+    files = [kitti_calib_for(img, Path(ds.root) / "calib") for img, _ in ds.pairs]
+    ev = KittiBevEval(files)
+    if ev.skipped:
+        names = [ds.stem(i) for i in ev.skipped]
+        log.warning("--bev: no calibration file in %s for %d frame(s), skipped in the BEV metric: %s",
+                    Path(ds.root) / "calib", len(names), ", ".join(names))
+    return ev
 
 
 def format_table(result: Dict[str, object]) -> str:
@@ -103,6 +183,9 @@ def format_table(result: Dict[str, object]) -> str:
     for key in ("miou", "macc", "allacc", "maxf", "ap"):
         if key in result:
             lines.append(f"{key:<16} {100 * float(result[key]):7.2f}")
+    for key in BEV_KEYS:  # bird's-eye view (KITTI road benchmark metric space)
+        if key in result.get("bev", {}):
+            lines.append(f"{'bev ' + key:<16} {100 * float(result['bev'][key]):7.2f}")
     return "\n".join(lines)
 
 
@@ -122,6 +205,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale factors")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--bev", action="store_true",
+                   help="KITTI road: also score in the benchmark's bird's-eye view (each frame's "
+                        "calib/<stem>.txt; frames without one are named and skipped)")
     p.add_argument("--json", default=None, help="write metrics as JSON here")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -155,16 +241,33 @@ def main(argv: Optional[List[str]] = None) -> int:
                        transform=eval_preset(size=size, mean=meta["mean"], std=meta["std"]))
     if args.limit:
         ds.pairs = ds.pairs[: args.limit]
+    bev = None
+    if args.bev:
+        if dataset != "kitti_road":
+            log.error("--bev needs KITTI road (its calibration files); dataset is %s", dataset)
+            return 2
+        bev = bev_evaluator(ds)
+        if bev.expected == 0:
+            log.error("--bev: no calibration file for any of the %d frames in %s", len(ds), ds.root / "calib")
+            return 2
     loader = DataLoader(ds, batch_size=1, shuffle=False, num_workers=0)
     result = evaluate(model, loader, device, num_classes=len(meta["classes"]), class_names=meta["classes"],
                       ignore_index=meta["ignore_index"], kitti=dataset == "kitti_road", flip=args.flip,
-                      scales=args.scales, window=window, progress=True)
+                      scales=args.scales, window=window, progress=True, bev=bev)
     print(f"checkpoint: {ckpt}\ndataset: {dataset} split={args.split} images={len(ds)} "
           f"size={size or 'full'} window={window} flip={args.flip} scales={args.scales} device={device}")
+    if bev is not None:
+        print(f"bev: {bev.frames} frames on a {bev.grid.width}x{bev.grid.height} grid of "
+              f"{bev.grid.resolution:g} m (x {bev.grid.x_range[0]:g}..{bev.grid.x_range[1]:g} m ahead, "
+              f"y {bev.grid.y_range[0]:g}..{bev.grid.y_range[1]:g} m lateral)"
+              + (f", {len(bev.skipped)} skipped without calib" if bev.skipped else ""))
     print(format_table(result))
     if args.json:
         out = {k: result[k] for k in ("miou", "macc", "allacc", "iou") if k in result}
         out.update({k: result[k] for k in ("maxf", "ap") if k in result})
+        if bev is not None:
+            out["bev"] = {**result["bev"], "images": bev.frames,
+                          "skipped": [ds.stem(i) for i in bev.skipped]}
         out.update(checkpoint=str(ckpt), dataset=dataset, split=args.split, images=len(ds))
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))

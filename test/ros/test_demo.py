@@ -45,6 +45,11 @@ def test_demo_pipeline_reduced(tmp_path, tiny_checkpoint):
     params = yaml.safe_load((out / "demo_params.yaml").read_text())["/**"]["ros__parameters"]
     assert params["checkpoint"] == str(Path(tiny_checkpoint).resolve())
     assert params["use_sim_time"] is True
+    # The sample's KITTI calibration turns on the grid; every frame's grid came back over DDS.
+    assert params["bev"]["enable"] is True and len(params["bev"]["camera_to_ground"]) == 16
+    assert "drivable_grid" in summary["outputs"]
+    assert summary["bev"]["grid"] == {"frame_id": "base_footprint", "resolution": 0.05, "width": 800,
+                                      "height": 400}
 
     import av
 
@@ -57,7 +62,8 @@ def test_demo_pipeline_reduced(tmp_path, tiny_checkpoint):
     from PIL import Image
 
     mosaic = np.asarray(Image.open(out / "mosaic.png").convert("RGB"))
-    assert mosaic.shape[1] == 4 * 480 + 3 * 4  # input | color | overlay | drivable
+    # input | color | overlay | drivable (480 wide) | bev (the 800x400 grid, as high: 290 wide)
+    assert mosaic.shape[1] == 4 * 480 + 290 + 4 * 4
     assert mosaic.shape[0] > 3 * 140
 
 

@@ -15,14 +15,29 @@ from pspnet_ros.ros import params as P  # noqa: E402
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "pspnet.yaml"
 
 
+BEV = {"bev.enable", "bev.camera_to_ground", "bev.camera_height", "bev.camera_pitch", "bev.camera_roll",
+       "bev.frame_id", "bev.resolution", "bev.forward_range", "bev.lateral_range", "bev.publish_image"}
+
+
+def _flatten(tree, prefix=""):
+    """Nested YAML mappings -> dotted ROS parameter names, as rcl reads a params file."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def test_every_parameter_has_a_descriptor_and_the_issue_list_is_complete():
-    names = {f.name for f in fields(P.NodeParams)}
-    assert names == set(P.default_values())
+    names = set(P.default_values())
+    assert {f.name for f in fields(P.NodeParams)} == {P.field_name(n) for n in names}
     assert names == {"checkpoint", "device", "precision", "inference_size", "output_resolution",
                      "overlay_alpha", "drivable_classes", "publish_color", "publish_overlay",
                      "publish_drivable", "publish_confidence", "max_rate", "drop_policy",
                      "input_transport", "qos_reliability", "cameras", "compile", "cuda_graphs",
-                     "max_batch", "diagnostics_period", "max_consecutive_failures"}
+                     "max_batch", "diagnostics_period", "max_consecutive_failures"} | BEV
     for name in names:
         d = P.descriptor(name)
         assert d.description and d.name == name
@@ -42,11 +57,12 @@ def test_integer_parameters_are_range_checked(name, bad):
 
 def test_config_file_documents_every_parameter_with_its_default():
     text = CONFIG.read_text()
-    values = yaml.safe_load(text)["/**"]["ros__parameters"]
+    values = _flatten(yaml.safe_load(text)["/**"]["ros__parameters"])
     assert values == P.default_values()
     lines = text.splitlines()
     for name in values:
-        i = next(k for k, line in enumerate(lines) if line.strip().startswith(f"{name}:"))
+        leaf = name.rsplit(".", 1)[-1]
+        i = next(k for k, line in enumerate(lines) if line.strip().startswith(f"{leaf}:"))
         assert lines[i - 1].strip().startswith("#"), f"{name} has no comment above it"
     assert P.params_from_values(values) == P.NodeParams()
 
@@ -76,6 +92,36 @@ def test_normalization():
     assert p.drivable_classes == ("road",)
     # An empty YAML list arrives as "not set" (None): same as the default.
     assert P.params_from_values({"cameras": None, "drivable_classes": None}) == P.NodeParams()
+
+
+def test_bev_parameters():
+    import numpy as np
+
+    from pspnet_ros import bev
+
+    p = P.params_from_values({"bev.enable": True})
+    grid, t = P.bev_setup(p)
+    assert grid == bev.GridSpec() and (grid.width, grid.height) == (800, 400)  # the devkit's BEV
+    np.testing.assert_allclose(t, bev.camera_to_ground_from_pose(1.65))
+    given = bev.camera_to_ground_from_pose(1.2, 0.1).ravel().tolist()
+    p = P.params_from_values({"bev.enable": True, "bev.camera_to_ground": given, "bev.frame_id": "odom",
+                              "bev.forward_range": [0.5, 20.0], "bev.resolution": 0.1})
+    grid, t = P.bev_setup(p)
+    np.testing.assert_allclose(t.ravel(), given)
+    assert (grid.frame_id, grid.origin, grid.width, grid.height) == ("odom", (0.5, -10.0), 195, 200)
+
+
+@pytest.mark.parametrize("values,fragment", [
+    ({"bev.camera_to_ground": [1.0, 2.0]}, "16 numbers"),
+    ({"bev.camera_to_ground": [2.0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]}, "not a rotation"),
+    ({"bev.forward_range": [10.0, 5.0]}, "min < max"),
+    ({"bev.enable": True, "bev.resolution": 0.001, "bev.forward_range": [0.0, 100.0]}, "cells"),
+    ({"bev.camera_pitch": 2.0}, "between -1.5 and 1.5"),
+    ({"bev.frame_id": " "}, "empty"),
+])
+def test_bad_bev_parameters_are_refused_with_the_reason(values, fragment):
+    with pytest.raises(P.ParameterError, match=fragment):
+        P.params_from_values(values)
 
 
 def test_runtime_changes_are_validated_and_restricted():

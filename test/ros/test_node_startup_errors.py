@@ -20,6 +20,10 @@ CASES = {
     "missing_checkpoint": ({"checkpoint": "/nonexistent/kitti.pt"}, ["/nonexistent/kitti.pt", "does not exist"]),
     "garbage_checkpoint": ({"checkpoint": "{garbage}"}, ["{garbage}", "checkpoint"]),
     "drivable": ({"checkpoint": "{tiny}", "drivable_classes": ["sky"]}, ["drivable_classes", "sky", "road"]),
+    "bev_transform": ({"bev": {"enable": True, "camera_to_ground": [1.0, 2.0]}},
+                      ["bev.camera_to_ground", "16 numbers"]),
+    "bev_cameras": ({"checkpoint": "{tiny}", "cameras": ["front", "rear"], "bev": {"enable": True}},
+                    ["bev.enable supports one camera"]),
 }
 
 

@@ -200,3 +200,34 @@ def test_shipped_sample_is_real_kitti_val_with_attribution(data_root):
     readme = (SAMPLE.parent / "README.md").read_text()
     assert "CC BY-NC-SA 3.0" in readme and "Fritsch" in readme
     assert sum(p.stat().st_size for p in SAMPLE.iterdir()) < 5_000_000
+
+
+def test_make_bag_writes_the_kitti_bev_parameters(tmp_path, capsys):
+    import yaml
+
+    from pspnet_ros import bev
+
+    params = tmp_path / "bev.yaml"
+    assert make_bag.main([str(SAMPLE), "--out", str(tmp_path / "bag"), "--limit", "1", "--no-progress",
+                          "--bev-params", str(params)]) == 0
+    text = params.read_text()
+    assert "--params-file" in text and "um_000004.txt" in text  # how to load it, where it came from
+    values = yaml.safe_load(text)["/**"]["ros__parameters"]["bev"]
+    assert values["enable"] is True and values["frame_id"] == "base_footprint"
+    t = bev.check_rigid(values["camera_to_ground"])
+    calib = bev.read_kitti_calib(SAMPLE / "calib" / "um_000004.txt")  # the first frame's
+    np.testing.assert_allclose(t, calib.camera_to_ground(), atol=1e-8)
+    assert 1.5 < bev.camera_height(t) < 1.8
+    # With the bag's camera_info K, the road 10 m straight ahead is in the lower middle of the image.
+    info = read_all(tmp_path / "bag")[0]["/camera/camera_info"][0][1]
+    uv, ok = bev.GroundProjector(info.k, (375, 1242), t, bev.GridSpec()).ground_to_pixel(
+        np.array([[10.0, 0.0, 0.0]]))
+    assert ok[0] and 550 < uv[0, 0] < 680 and 250 < uv[0, 1] < 375
+
+
+def test_make_bag_bev_params_without_a_calibration_says_what_to_do(frames_dir, tmp_path, capsys):
+    out = tmp_path / "bag"
+    assert make_bag.main([str(frames_dir), "--out", str(out), "--no-progress",
+                          "--bev-params", str(tmp_path / "bev.yaml")]) == 1
+    assert "--kitti-calib" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "bev.yaml").exists()

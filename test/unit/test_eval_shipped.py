@@ -31,6 +31,18 @@ def test_eval_shipped_kitti_model_on_three_real_val_frames(tmp_path, data_root):
     assert m["images"] == 3
 
 
+def test_eval_bev_scores_the_birds_eye_view_next_to_the_perspective(tmp_path, data_root):
+    out = tmp_path / "m.json"
+    rc = eval_main(["--dataset", "kitti_road", "--root", str(data_root), "--split", "val",
+                    "--limit", "2", "--threads", "1", "--bev", "--json", str(out)])
+    assert rc == 0
+    m = json.loads(out.read_text())
+    assert 0.5 < m["maxf"] <= 1.0  # the perspective numbers stay
+    assert set(m["bev"]) == {"maxf", "ap", "precision", "recall", "images", "skipped"}
+    assert m["bev"]["images"] == 2 and m["bev"]["skipped"] == []
+    assert all(0.5 < m["bev"][k] <= 1.0 for k in ("maxf", "ap", "precision", "recall"))
+
+
 def test_eval_refuses_dataset_mismatch(data_root, capsys):
     rc = eval_main(["--checkpoint", str(shipped_model("kitti_road", "cpu")), "--dataset", "camvid",
                     "--root", str(data_root), "--limit", "1"])

@@ -1,0 +1,85 @@
+"""``segmentation/drivable_grid`` (nav_msgs/OccupancyGrid) and ``segmentation/drivable_bev`` of one camera.
+
+The node creates one :class:`BevOutput` per camera when ``bev.enable`` is set and hands it each
+result's labels; the geometry is :mod:`pspnet_ros.bev` (one cached lookup table per camera_info
+and transform). The grid carries the input's stamp and the grid frame (``bev.frame_id``), not the
+camera's frame_id: its cells are coordinates in that frame.
+"""
+
+from __future__ import annotations
+
+import array
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+from nav_msgs.msg import OccupancyGrid
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from .. import bev
+from ..camera_info import scale_camera_info_fields
+from ..errors import InputError
+from .conversions import numpy_to_image
+
+GRID_TOPIC = "segmentation/drivable_grid"
+IMAGE_TOPIC = "segmentation/drivable_bev"
+
+
+def occupancy_grid_msg(occupancy: np.ndarray, grid: bev.GridSpec, header: Header) -> OccupancyGrid:
+    """An OccupancyGrid of (H, W) int8 ``occupancy`` on ``grid``, stamped like ``header``.
+
+    ``info.origin`` is the outer corner of cell (0, 0) at (x_min, y_min, 0) with an identity
+    orientation; ``data`` is row-major, rows along y, columns along x (``pspnet_ros.bev``).
+    """
+    if occupancy.shape != grid.shape or occupancy.dtype != np.int8:
+        raise ValueError(f"occupancy must be {grid.shape} int8, got {occupancy.shape} {occupancy.dtype}")
+    msg = OccupancyGrid()
+    msg.header.stamp = header.stamp
+    msg.header.frame_id = grid.frame_id
+    msg.info.map_load_time = header.stamp
+    msg.info.resolution = float(grid.resolution)
+    msg.info.width, msg.info.height = grid.width, grid.height
+    msg.info.origin.position.x, msg.info.origin.position.y = grid.origin
+    msg.info.origin.orientation.w = 1.0
+    msg.data = array.array("b", np.ascontiguousarray(occupancy).tobytes())  # one copy, no per-cell check
+    return msg
+
+
+class BevOutput:
+    """The BEV publishers of one camera and the projection of its labels onto the grid."""
+
+    def __init__(self, node: Any, prefix: str, grid: bev.GridSpec, camera_to_ground: np.ndarray,
+                 drivable_ids: Sequence[int], publish_image: bool, qos: Any) -> None:
+        self.grid = grid
+        self.camera_to_ground = camera_to_ground
+        self.drivable_ids = tuple(int(i) for i in drivable_ids)
+        self.grid_publisher = node.create_publisher(OccupancyGrid, f"{prefix}{GRID_TOPIC}", qos)
+        self.image_publisher = (node.create_publisher(Image, f"{prefix}{IMAGE_TOPIC}", qos)
+                                if publish_image else None)
+
+    def wanted(self) -> bool:
+        """Whether anybody subscribes to the grid or its picture (else nothing is computed)."""
+        return self.grid_publisher.get_subscription_count() > 0 or (
+            self.image_publisher is not None and self.image_publisher.get_subscription_count() > 0)
+
+    def publish(self, header: Header, info: Optional[Any], in_size: Tuple[int, int], labels: np.ndarray) -> None:
+        """Project (h, w) uint8 ``labels`` (outputs of a frame of ``in_size``) and publish.
+
+        Raises:
+            InputError: no camera_info yet, or one that does not describe the frame (the caller
+                counts and logs it; the other outputs are already out).
+        """
+        if info is None:
+            raise InputError("no camera_info received yet: segmentation/drivable_grid needs the "
+                             "camera's intrinsics (publish camera_info next to the image)")
+        k = scale_camera_info_fields(info, in_size, labels.shape[:2]).k  # K of the labels' size
+        try:
+            proj = bev.projector(k, labels.shape[:2], self.camera_to_ground, self.grid)
+        except bev.BevError as exc:
+            raise InputError(f"camera_info: {exc}") from None
+        occupancy = proj.occupancy_from_labels(labels, self.drivable_ids)
+        self.grid_publisher.publish(occupancy_grid_msg(occupancy, self.grid, header))
+        if self.image_publisher is not None and self.image_publisher.get_subscription_count() > 0:
+            picture_header = Header(stamp=header.stamp, frame_id=self.grid.frame_id)
+            self.image_publisher.publish(numpy_to_image(bev.occupancy_to_image(occupancy), "mono8",
+                                                        picture_header))
