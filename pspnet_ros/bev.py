@@ -415,7 +415,7 @@ def _cached(k: Tuple[float, ...], image_size: Tuple[int, int], t: Tuple[float, .
 
 def projector(k: Union[Sequence[float], np.ndarray], image_size: Tuple[int, int],
               camera_to_ground: Union[Sequence[float], np.ndarray], grid: GridSpec) -> GroundProjector:
-    """The ``GroundProjector`` for these arguments, built on first use and cached (8 most recent)."""
+    """Return the ``GroundProjector`` for these arguments, built on first use and cached (8 most recent)."""
     return _cached(_key(k), (int(image_size[0]), int(image_size[1])), _key(camera_to_ground), grid)
 
 

@@ -359,7 +359,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _bev_projector(bev_params: Path, size):
-    """The node's projection for the bag's camera (KITTI P2 at ``size``) and ``bev_params``."""
+    """Build the node's projection for the bag's camera (KITTI P2 at ``size``) and ``bev_params``."""
     import yaml
 
     from pspnet_ros import bev

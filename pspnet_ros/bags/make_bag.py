@@ -300,7 +300,7 @@ def write_bev_params(path: Path, calib_file: Path, frame_id: str = "base_footpri
 
 
 def find_kitti_calib(spec: Optional[Path], inputs: Sequence[Path], pattern: str = "*") -> Path:
-    """The KITTI calibration for ``--bev-params``: ``spec``, else the first frame's ``calib/<stem>.txt``."""
+    """Find the KITTI calibration for ``--bev-params``: ``spec``, else the first frame's ``calib/<stem>.txt``."""
     if spec is not None:
         if not spec.is_file():
             raise InputError(f"--kitti-calib {spec} does not exist")

@@ -26,7 +26,7 @@ IMAGE_TOPIC = "segmentation/drivable_bev"
 
 
 def occupancy_grid_msg(occupancy: np.ndarray, grid: bev.GridSpec, header: Header) -> OccupancyGrid:
-    """An OccupancyGrid of (H, W) int8 ``occupancy`` on ``grid``, stamped like ``header``.
+    """Build an OccupancyGrid of (H, W) int8 ``occupancy`` on ``grid``, stamped like ``header``.
 
     ``info.origin`` is the outer corner of cell (0, 0) at (x_min, y_min, 0) with an identity
     orientation; ``data`` is row-major, rows along y, columns along x (``pspnet_ros.bev``).

@@ -218,8 +218,10 @@ def run_session(bag: Path, params_file: Path, *, workdir: Path, domain_id: int, 
 
 def _warm_up(replayer: Replayer, image_topic: str, res: SessionResult, lock, proc,
              timeout: float, info_topic: Optional[str] = None) -> int:
-    """Publish restamped copies of the first frame (and its camera_info, which the grid needs)
-    until one comes back with every output."""
+    """Publish restamped copies of the first frame until one comes back with every output.
+
+    Its camera_info goes with it: the grid needs it.
+    """
     from pspnet_ros.bags import common as bc
 
     reader = bc.open_reader(replayer.bag)

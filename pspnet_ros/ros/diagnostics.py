@@ -54,7 +54,8 @@ class StampGapMeter:
     later), a sequence gap of k means k - 1 samples lost, exactly, and the camera's period is
     the stamp gap over k. Otherwise the period comes from camera_info stamps when they arrive
     (small messages in a depth-10 queue), else from the shortest recent image gaps (10th
-    percentile), and a stamp gap of k periods means k - 1 frames lost. Stamps that repeat or go back (a looping bag, a restarted
+    percentile), and a stamp gap of k periods means k - 1 frames lost. Stamps that repeat or go
+    back (a looping bag, a restarted
     camera) and gaps over MAX_LOSS_GAP_S (a paused camera) restart the count; they are not
     losses. Not thread-safe: the executor thread calls it.
     """

@@ -142,8 +142,8 @@ def test_projector_is_cached_per_camera_and_transform():
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
-    (dict(resolution=0), "resolution"), (dict(x_range=(10.0, 5.0)), "min < max"),
-    (dict(resolution=0.0001), "cells"), (dict(frame_id=""), "frame_id")])
+    ({"resolution": 0}, "resolution"), ({"x_range": (10.0, 5.0)}, "min < max"),
+    ({"resolution": 0.0001}, "cells"), ({"frame_id": ""}, "frame_id")])
 def test_bad_grids_are_refused_with_the_reason(kwargs, fragment):
     with pytest.raises(bev.BevError, match=fragment):
         bev.GridSpec(**kwargs)
@@ -230,9 +230,12 @@ def test_real_kitti_ground_truth_road_lands_ahead_of_the_car(data_root):
 # ------------------------------------------------------------------------------- metric
 
 def _synthetic_frame(road_from_row, predicted_from_row):
-    """Image-space GT (road on rows >= ``road_from_row``) and prediction (probability 1 on rows
-    >= ``predicted_from_row``, 0 above). With the level camera, row v sees the road at
-    d = f h / (v - cy): the rows are distance bands."""
+    """Build an image-space GT and prediction whose rows are distance bands.
+
+    GT: road on rows >= ``road_from_row``; prediction: probability 1 on rows
+    >= ``predicted_from_row``, 0 above. With the level camera, row v sees the road at
+    d = f h / (v - cy): the rows are distance bands.
+    """
     v = np.arange(H)[:, None] * np.ones((1, W), np.int64)
     return (torch.from_numpy((v >= predicted_from_row).astype(np.float32)),
             torch.from_numpy((v >= road_from_row).astype(np.int64)))
