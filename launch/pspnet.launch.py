@@ -4,7 +4,8 @@
         camera_info_topic:=/camera/camera_info
     ros2 launch pspnet_ros pspnet.launch.py params_file:=my.yaml namespace:=front checkpoint:=/models/kitti.pt
 
-Arguments: params_file (default: the package's config/pspnet.yaml), image_topic and
+Arguments: params_file (default: the package's config/pspnet.yaml), extra_params_file (a second
+parameters file applied over it, e.g. the ``bev.*`` file of ``pspnet make-bag --bev-params``), image_topic and
 camera_info_topic (remaps of the node's relative ``image`` and ``camera_info``; with
 ``input_transport: compressed`` the node subscribes ``<image_topic>/compressed``), namespace
 (outputs go to ``<namespace>/segmentation/...``), checkpoint (overrides the params file when
@@ -41,6 +42,7 @@ def _node(context):
         return LaunchConfiguration(name).perform(context)
 
     params_file = arg("params_file") or _default_params_file()
+    extra = [arg("extra_params_file")] if arg("extra_params_file") else []
     overrides = {"use_sim_time": arg("use_sim_time").lower() in ("true", "1", "yes")}
     if arg("checkpoint"):
         overrides["checkpoint"] = arg("checkpoint")
@@ -53,7 +55,7 @@ def _node(context):
             "package": PACKAGE,
             "name": "segmentation_node",
             "namespace": arg("namespace"),
-            "parameters": [params_file, overrides],
+            "parameters": [params_file, *extra, overrides],
             "remappings": [("image", arg("image_topic")), ("camera_info", arg("camera_info_topic"))],
             "output": "screen",
         }
@@ -100,6 +102,9 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value="",
                               description="node parameters YAML (empty: the package's config/pspnet.yaml)"),
+        DeclareLaunchArgument("extra_params_file", default_value="",
+                              description="a second parameters YAML applied over params_file (e.g. the "
+                                          "bev.* file of `pspnet make-bag --bev-params`)"),
         DeclareLaunchArgument("image_topic", default_value="image",
                               description="camera image topic (sensor_msgs/Image)"),
         DeclareLaunchArgument("camera_info_topic", default_value="camera_info",

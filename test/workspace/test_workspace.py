@@ -45,9 +45,10 @@ def ws(tmp_path_factory):
 def bag(ws):
     res = ws.sh("ros2 run pspnet_ros pspnet make-bag "
                 "$(ros2 pkg prefix pspnet_ros)/share/pspnet_ros/data/sample/kitti_road "
-                "--out demo_bag --rate 5 --no-progress", timeout=120)
+                "--out demo_bag --rate 5 --no-progress --bev-params demo_bev.yaml", timeout=120)
     assert res.returncode == 0, res.stdout
     assert (ws.root / "demo_bag" / "metadata.yaml").is_file(), res.stdout
+    assert "camera_to_ground:" in (ws.root / "demo_bev.yaml").read_text()
     return ws.root / "demo_bag"
 
 
@@ -73,7 +74,7 @@ def test_ros2_run_reports_a_bad_checkpoint_and_exits_2(ws):
 
 
 def test_launch_topics_params_service(ws, bag):
-    launch = ws.start(LAUNCH, "launch")
+    launch = ws.start(LAUNCH + f" extra_params_file:={bag.parent / 'demo_bev.yaml'}", "launch")
     launch.wait_for_output(READY, timeout=180)
     ws.retry("ros2 node list --no-daemon", lambda r: NODE in r.stdout.split(), what="ros2 node list")
     replay = ws.start(f"ros2 run pspnet_ros replay {bag} --loop", "replay")
@@ -88,6 +89,9 @@ def test_launch_topics_params_service(ws, bag):
     res = ws.sh(f"{ECHO} {NS}/segmentation/camera_info sensor_msgs/msg/CameraInfo --field width",
                 timeout=60)
     assert res.returncode == 0 and re.search(r"^1242$", res.stdout, re.M), res.stdout
+    # The drivable area on the ground (bev.* from make-bag's params file, via extra_params_file).
+    res = ws.sh(f"{ECHO} {NS}/segmentation/drivable_grid nav_msgs/msg/OccupancyGrid --field info", timeout=60)
+    assert res.returncode == 0 and "resolution: 0.05" in res.stdout and "width: 800" in res.stdout, res.stdout
     res = ws.sh(DIAG, timeout=60)
     assert res.returncode == 0, res.stdout
     for key in ("lost before the node (/s)", "camera rate (Hz, from stamps)", "lifecycle state"):
