@@ -57,6 +57,10 @@ class BevOutput:
         self.image_publisher = (node.create_publisher(Image, f"{prefix}{IMAGE_TOPIC}", qos)
                                 if publish_image else None)
 
+    def publishers(self) -> Tuple[Any, ...]:
+        """Return the publishers this output created (the node destroys them at cleanup)."""
+        return tuple(p for p in (self.grid_publisher, self.image_publisher) if p is not None)
+
     def wanted(self) -> bool:
         """Whether anybody subscribes to the grid or its picture (else nothing is computed)."""
         return self.grid_publisher.get_subscription_count() > 0 or (

@@ -63,7 +63,8 @@ class StampGapMeter:
     def __init__(self, history: int = 64) -> None:
         self._last_seq: Dict[str, Tuple[int, float]] = {}  # publisher -> (sequence number, stamp)
         self._image_gaps: Deque[float] = deque(maxlen=history)
-        self._info_gaps: Deque[float] = deque(maxlen=history)
+        # camera period samples: camera_info stamp gaps, or stamp gap / sequence gap
+        self._periods: Deque[float] = deque(maxlen=history)
         self._last_image: Optional[float] = None
         self._last_info: Optional[float] = None
 
@@ -77,12 +78,12 @@ class StampGapMeter:
     def camera_info(self, stamp: float) -> None:
         """Record a camera_info header stamp (seconds)."""
         if stamp > 0:
-            self._gap(self._last_info, stamp, self._info_gaps)
+            self._gap(self._last_info, stamp, self._periods)
             self._last_info = stamp
 
     def period(self) -> Optional[float]:
         """Return the camera's frame period in seconds, or None until it is known."""
-        gaps = self._info_gaps if len(self._info_gaps) >= 3 else self._image_gaps
+        gaps = self._periods if len(self._periods) >= 3 else self._image_gaps
         if len(gaps) < 3:
             return None
         period = float(np.percentile(np.asarray(gaps), 10 if gaps is self._image_gaps else 50))
@@ -102,7 +103,7 @@ class StampGapMeter:
             if last is not None and seq > last[0]:
                 skipped = seq - last[0]
                 if stamp > last[1] and stamp - last[1] <= MAX_LOSS_GAP_S:
-                    self._info_gaps.append((stamp - last[1]) / skipped)  # the camera's own period
+                    self._periods.append((stamp - last[1]) / skipped)
                 self._last_image = stamp
                 return skipped - 1
         if stamp <= 0:

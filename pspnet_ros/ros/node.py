@@ -31,6 +31,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.lifecycle import State as LifecycleState
 from rclpy.node import Node
+from rclpy import subscription as rclpy_subscription
 from rclpy.parameter import Parameter
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -51,7 +52,7 @@ except ImportError:  # Humble
     except ImportError:
         SubscriptionEventCallbacks = None
 # rclpy passes (msg, message info) to two-argument callbacks since Iron; Humble's does not.
-MESSAGE_INFO = hasattr(getattr(rclpy, "subscription", None), "MessageInfo")
+MESSAGE_INFO = hasattr(rclpy_subscription, "MessageInfo")
 
 NODE_NAME = "segmentation_node"
 # (engine output name, published encoding)
@@ -285,16 +286,20 @@ class _SegmentationCore:
                                       "their results are counted as 'not published at deactivate'")
         self._state = "inactive"
 
-    def _cleanup(self, timeout: float = 2.0) -> None:
-        """Stop the engine, unload the model, remove the publishers."""
+    def _stop_engine(self, timeout: float) -> None:
+        """Stop the engine (joins its worker) before the publishers it uses go away."""
         engine, self._engine = self._engine, None
         if engine is not None:
             try:
                 engine.stop(timeout=timeout)
             except Exception as exc:  # noqa: BLE001 (shutting down: log it, release the rest)
                 self.get_logger().error(f"stopping the engine: {exc}")
+
+    def _cleanup(self, timeout: float = 2.0) -> None:
+        """Stop the engine, unload the model, remove the publishers."""
+        self._stop_engine(timeout)
         for cam in self._cameras:
-            bev_pubs = (cam.bev.grid_publisher, cam.bev.image_publisher) if cam.bev is not None else ()
+            bev_pubs = cam.bev.publishers() if cam.bev is not None else ()
             for pub in (*cam.publishers.values(), cam.info_publisher, cam.class_info_publisher, *bev_pubs):
                 if pub is not None:
                     self.destroy_publisher(pub)
@@ -536,16 +541,13 @@ class _SegmentationCore:
             try:
                 cam.info_publisher.publish(scale_camera_info(ctx.info, in_size, res.labels.shape[:2], ctx.header))
             except InputError as exc:
-                cam.stats.count("bad_camera_info", error=f"camera_info: {exc}")
-                if self._bad_log.allow((cam.index, problem_kind(str(exc)))) is not None:
-                    self.get_logger().warning(f"{cam.prefix}camera_info not republished: {exc}")
+                self._camera_info_problem(cam, "camera_info", f"{cam.prefix}camera_info not republished", exc)
         if cam.bev is not None and res.labels is not None and cam.bev.wanted():
             try:
                 cam.bev.publish(ctx.header, ctx.info, _input_size(ctx, res), res.labels)
             except InputError as exc:
-                cam.stats.count("bad_camera_info", error=f"drivable_grid: {exc}")
-                if self._bad_log.allow((cam.index, problem_kind(str(exc)))) is not None:
-                    self.get_logger().warning(f"{cam.prefix}segmentation/drivable_grid not published: {exc}")
+                self._camera_info_problem(cam, "drivable_grid",
+                                          f"{cam.prefix}segmentation/drivable_grid not published", exc)
         cam.stats.count("processed")
         self._consecutive_failures = 0
         stamp_ns = ctx.header.stamp.sec * 1_000_000_000 + ctx.header.stamp.nanosec
@@ -555,6 +557,12 @@ class _SegmentationCore:
             latency_ns = self.get_clock().now().nanoseconds - stamp_ns
             if latency_ns >= 0:
                 cam.stats.add_latency(latency_ns / 1e6)
+
+    def _camera_info_problem(self, cam: Camera, output: str, what: str, exc: InputError) -> None:
+        """Count a camera_info that cannot serve ``output``; log it, throttled per kind."""
+        cam.stats.count("bad_camera_info", error=f"{output}: {exc}")
+        if self._bad_log.allow((cam.index, problem_kind(str(exc)))) is not None:
+            self.get_logger().warning(f"{what}: {exc}")
 
     def _on_error(self, err: Any) -> None:
         """Engine worker thread: a frame could not be processed (bad data, OOM, failure)."""
@@ -676,12 +684,7 @@ class _SegmentationCore:
         if self._closing:
             return
         self._closing = True
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            try:
-                engine.stop(timeout=timeout)
-            except Exception as exc:  # noqa: BLE001 (shutting down: log it, release the rest)
-                self.get_logger().error(f"stopping the engine: {exc}")
+        self._stop_engine(timeout)
         self.destroy_node()
 
 

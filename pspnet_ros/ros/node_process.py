@@ -18,9 +18,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 TOOL_DOMAINS = range(201, 233)
+
+
+def interrupt(proc: subprocess.Popen, timeout: float, sig: int = signal.SIGINT) -> Tuple[bool, float]:
+    """Send ``sig`` (Ctrl-C by default) and wait up to ``timeout`` s, then SIGKILL.
+
+    Returns (whether it exited in time, seconds until it was gone).
+    """
+    start = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+        return True, time.monotonic() - start
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False, time.monotonic() - start
 
 
 def private_domain(seed: Optional[int] = None) -> int:
@@ -88,14 +104,8 @@ class NodeProcess:
     def stop(self, timeout: float = 10.0) -> Optional[int]:
         """SIGINT, wait ``timeout`` s (then SIGKILL); returns the exit code."""
         if self.proc.poll() is None:
-            t = time.monotonic()
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.stop_s = round(time.monotonic() - t, 2)
+            _in_time, seconds = interrupt(self.proc, timeout)
+            self.stop_s = round(seconds, 2)
         self.exit_code = self.proc.returncode
         if not self._log.closed:
             self._log.close()

@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from pspnet_ros.ros.node_process import interrupt
+
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
@@ -93,15 +95,9 @@ class NodeProcess:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
         """Send ``sig`` and wait; returns the exit code (stop_seconds records how long it took)."""
         if self.proc.poll() is None:
-            start = time.monotonic()
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"node ignored signal {sig} for {timeout} s:\n" + self.output()) from None
-            self.stop_seconds = time.monotonic() - start
+            in_time, self.stop_seconds = interrupt(self.proc, timeout, sig)
+            if not in_time:
+                raise AssertionError(f"node ignored signal {sig} for {timeout} s:\n" + self.output())
         self._log.close()
         return self.proc.returncode
 

@@ -14,10 +14,10 @@ import pytest
 import rclpy  # noqa: F401  (the ROS layer must run: a missing rclpy is an error, not a skip)
 
 from nav_msgs.msg import OccupancyGrid  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 
 from pspnet_ros import bev  # noqa: E402
-from ros_harness import (NodeProcess, RosClient, as_array, domain_id_for, image_msg,  # noqa: E402
+from ros_harness import (NodeProcess, as_array, domain_id_for, image_msg,  # noqa: E402
                          kitti_camera_info, reliable_qos, stamp_ns, warm_up)
 
 T0 = 1_700_000_000_000_000_000
@@ -42,21 +42,6 @@ def node(tmp_path_factory, domain, tiny_checkpoint):
     proc.wait_for_output("serving 1 camera", timeout=120)
     yield proc
     proc.stop()
-
-
-@pytest.fixture(scope="module")
-def client(domain, node):
-    c = RosClient(domain)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def camera(client):
-    image_pub = client.node.create_publisher(Image, "/image", reliable_qos(10))
-    info_pub = client.node.create_publisher(CameraInfo, "/camera_info", reliable_qos(10))
-    client.wait_until(lambda: image_pub.get_subscription_count() > 0, 60, "the node to subscribe /image")
-    return image_pub, info_pub
 
 
 def with_stamp(stamp):

@@ -23,7 +23,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
 
-from ros_harness import (NodeProcess, RosClient, as_array, diag_values, domain_id_for,  # noqa: E402
+from ros_harness import (NodeProcess, as_array, diag_values, domain_id_for,  # noqa: E402
                          find_status, image_msg, kitti_camera_info, reliable_qos, stamp_ns, warm_up)
 
 OUTPUT_ENCODINGS = {"labels": "mono8", "color": "rgb8", "overlay": "rgb8", "drivable": "mono8",
@@ -48,22 +48,6 @@ def node(tmp_path_factory, domain, tiny_checkpoint):
     proc.wait_for_output("serving 1 camera", timeout=120)
     yield proc
     proc.stop()
-
-
-@pytest.fixture(scope="module")
-def client(domain, node):
-    c = RosClient(domain)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def camera(client):
-    """Reliable publishers of image and camera_info, like most camera drivers."""
-    image_pub = client.node.create_publisher(Image, "/image", reliable_qos(10))
-    info_pub = client.node.create_publisher(CameraInfo, "/camera_info", reliable_qos(10))
-    client.wait_until(lambda: image_pub.get_subscription_count() > 0, 60, "the node to subscribe /image")
-    return image_pub, info_pub
 
 
 def send(camera, frame, stamp, frame_id="camera", encoding="rgb8", info=True):

@@ -121,14 +121,21 @@ def test_launch_topics_params_service(ws, bag):
     assert "process has finished cleanly" in out, out
 
 
+def start_lifecycle_node(ws, ns: str, ros_args: str, log_name: str):
+    """``ros2 run`` the managed node in ``ns``; (process, node name) once it is unconfigured."""
+    node = ws.start(f"ros2 run pspnet_ros segmentation_lifecycle_node --ros-args -r __ns:={ns} {ros_args}",
+                    log_name)
+    node.wait_for_output(r"managed node: unconfigured", timeout=120)
+    target = f"{ns}/segmentation_node"
+    ws.retry(f"ros2 lifecycle get --no-daemon {target}", lambda r: "unconfigured" in r.stdout,
+             what=f"lifecycle get {target} (unconfigured)")
+    return node, target
+
+
 def test_lifecycle_through_the_cli(ws, bag):
     """ros2 run the managed node and walk it through its states with ros2 lifecycle."""
-    node = ws.start("ros2 run pspnet_ros segmentation_lifecycle_node --ros-args -r __ns:=/lc "
-                    "-r image:=/camera/image_raw -r camera_info:=/camera/camera_info", "lifecycle")
-    node.wait_for_output(r"managed node: unconfigured", timeout=120)
-    target = "/lc/segmentation_node"
-    ws.retry(f"ros2 lifecycle get --no-daemon {target}", lambda r: "unconfigured" in r.stdout,
-             what="lifecycle get (unconfigured)")
+    node, target = start_lifecycle_node(ws, "/lc", "-r image:=/camera/image_raw -r camera_info:=/camera/camera_info",
+                                        "lifecycle")
     res = ws.sh(f"ros2 lifecycle list --no-daemon {target}")
     assert "configure" in res.stdout, res.stdout
     # A read-only-in-the-plain-node parameter may change while unconfigured.
@@ -162,12 +169,7 @@ def test_lifecycle_through_the_cli(ws, bag):
 
 
 def test_lifecycle_configure_error_returns_to_unconfigured(ws):
-    node = ws.start("ros2 run pspnet_ros segmentation_lifecycle_node --ros-args -r __ns:=/bad "
-                    "-p checkpoint:=/nonexistent/model.pt", "lifecycle_bad")
-    node.wait_for_output(r"managed node: unconfigured", timeout=120)
-    target = "/bad/segmentation_node"
-    ws.retry(f"ros2 lifecycle get --no-daemon {target}", lambda r: "unconfigured" in r.stdout,
-             what="lifecycle get")
+    node, target = start_lifecycle_node(ws, "/bad", "-p checkpoint:=/nonexistent/model.pt", "lifecycle_bad")
     res = ws.sh(f"ros2 lifecycle set --no-daemon {target} configure", timeout=60)
     assert "Transitioning successful" not in res.stdout, res.stdout
     assert "unconfigured" in ws.sh(f"ros2 lifecycle get --no-daemon {target}").stdout

@@ -19,6 +19,8 @@ import zlib
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from pspnet_ros.ros.node_process import interrupt
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 TOOLS = ("colcon", "ros2")
@@ -145,14 +147,8 @@ class Background:
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGINT (what Ctrl-C sends) and wait; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"did not stop within {timeout} s of SIGINT:\n" + self.output()) from None
+        if self.proc.poll() is None and not interrupt(self.proc, timeout)[0]:
+            raise AssertionError(f"did not stop within {timeout} s of SIGINT:\n" + self.output())
         self._log.close()
         return self.proc.returncode
 
