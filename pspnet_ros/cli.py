@@ -17,6 +17,7 @@ COMMANDS = {
     "infer": ("pspnet_ros.inference.infer_cli", "segment images, folders or videos"),
     "bench": ("pspnet_ros.inference.bench", "benchmark the engine against a naive baseline"),
     "export": ("pspnet_ros.inference.export", "export a checkpoint to ONNX"),
+    "quantize": ("pspnet_ros.inference.quantize", "make the INT8 model of a checkpoint (calibrated, accuracy-checked)"),
     "make-bag": ("pspnet_ros.bags.make_bag", "turn image folders or videos into a rosbag2"),
     "bag": ("pspnet_ros.bags.process", "segment every frame of a rosbag2 into a new bag"),
     "replay": ("pspnet_ros.ros.replay", "publish a bag's images over ROS 2 (ros2 bag play stand-in)"),

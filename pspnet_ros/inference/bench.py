@@ -45,9 +45,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default=None,
                    help="inference size HxW (default: the checkpoint's; 375x1242 for --arch)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16"),
-                   help="engine precision (default: bf16 on CUDA, fp32 on CPU)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"))
+    p.add_argument("--precision", default=None,
+                   help="engine precision: auto, fp32, fp16, bf16, int8, or a comma list (default: bf16 on "
+                        "CUDA; auto on CPU = int8 when the model's accuracy-checked INT8 file exists)")
+    p.add_argument("--backend", default="auto",
+                   help="auto, torch, onnxruntime, openvino, or a comma list")
+    p.add_argument("--compare", action="store_true",
+                   help="every installed backend x precision (CPU: torch, onnxruntime, openvino x fp32, "
+                        "int8; CUDA: torch x fp32, bf16, fp16), first the auto choice, same frames, one run")
     p.add_argument("--frames", type=int, default=None, help="frames per throughput run (default: 300 CUDA, 60 CPU)")
     p.add_argument("--naive-frames", type=int, default=None, help="frames for the naive run (default: --frames)")
     p.add_argument("--latency-frames", type=int, default=None,
@@ -144,40 +149,48 @@ def percentiles(values: List[float]) -> Dict[str, Optional[float]]:
     return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 95, 99)}
 
 
-def run(naive, seg, cfg, frames: List[np.ndarray], n: int, naive_n: int, sources: int,
+def run(naive, segs, cfg, frames: List[np.ndarray], n: int, naive_n: int, sources: int,
         latency_n: int, rounds: int, sync) -> Dict[str, Any]:
-    """Measure the throughput of the naive baseline and the engine, then closed-loop engine latency.
+    """Measure the throughput of the naive baseline and of each engine, then closed-loop latency.
 
-    The throughput runs are interleaved in ``rounds`` so a change in machine load (shared CPUs) hits
-    both alike.
+    ``segs``: one Segmenter per engine configuration. The throughput runs are interleaved in
+    ``rounds`` (naive, then every engine, per round) so a change in machine load (shared CPUs)
+    hits all alike. Returns ``{"naive_fps", "naive_times", "engines": [per-engine dict]}``.
     """
     from . import RealtimeEngine
 
-    errors: List[Any] = []
-    done = threading.Event()
-    last: Dict[str, Any] = {}
+    class Run:
+        def __init__(self, seg) -> None:
+            self.errors: List[Any] = []
+            self.done = threading.Event()
+            self.last: Dict[str, Any] = {}
+            self.engine = RealtimeEngine(seg, cfg, on_result=self.on_result, on_error=self.errors.append)
+            self.seconds, self.submitted = 0.0, 0
 
-    def on_result(r) -> None:
-        last["r"] = r
-        done.set()
+        def on_result(self, r) -> None:
+            self.last["r"] = r
+            self.done.set()
 
-    engine = RealtimeEngine(seg, cfg, on_result=on_result, on_error=errors.append)
-    t0 = time.perf_counter()
-    engine.start()
-    warmup_s = time.perf_counter() - t0
-    naive_s, engine_s, naive_times = 0.0, 0.0, []
+    runs: List[Run] = []
+    naive_s, naive_times = 0.0, []
     try:
-        for i in range(2 * cfg.max_batch * max(1, sources)):  # warm the pipeline buffers
-            engine.submit(frames[i % len(frames)], i, source_id=f"cam{i % sources}")
-        engine.flush()
+        for seg in segs:
+            r = Run(seg)
+            runs.append(r)
+            t0 = time.perf_counter()
+            r.engine.start()
+            r.warmup_s = time.perf_counter() - t0
+            for i in range(2 * cfg.max_batch * max(1, sources)):  # warm the pipeline buffers
+                r.engine.submit(frames[i % len(frames)], i, source_id=f"cam{i % sources}")
+            r.engine.flush()
         if naive is not None:
             for f in frames[:3]:  # warm-up (allocator, cuDNN)
                 naive(f)
             sync()
-        i_naive = i_engine = 0
-        for r in range(rounds):
+        i_naive = 0
+        for rnd in range(rounds):
             if naive is not None:
-                todo = naive_n * (r + 1) // rounds - i_naive
+                todo = naive_n * (rnd + 1) // rounds - i_naive
                 t_start = time.perf_counter()
                 for _ in range(todo):
                     t1 = time.perf_counter()
@@ -185,32 +198,60 @@ def run(naive, seg, cfg, frames: List[np.ndarray], n: int, naive_n: int, sources
                     naive_times.append((time.perf_counter() - t1) * 1000.0)
                     i_naive += 1
                 naive_s += time.perf_counter() - t_start
-            todo = n * (r + 1) // rounds - i_engine
-            t_start = time.perf_counter()
-            for _ in range(todo):
-                engine.submit(frames[i_engine % len(frames)], i_engine, source_id=f"cam{i_engine % sources}")
-                i_engine += 1
-            engine.flush()
-            engine_s += time.perf_counter() - t_start
-        loaded = engine.stats()
-        latencies, stages = [], []
-        for i in range(latency_n):
-            done.clear()
-            engine.submit(frames[i % len(frames)], i, source_id="cam0")
-            if not done.wait(60.0):
-                raise RuntimeError("engine produced no result within 60 s")
-            latencies.append(last["r"].latency_ms)
-            stages.append(last["r"].timings)
+            for r in runs:
+                todo = n * (rnd + 1) // rounds - r.submitted
+                t_start = time.perf_counter()
+                for _ in range(todo):
+                    i = r.submitted
+                    r.engine.submit(frames[i % len(frames)], i, source_id=f"cam{i % sources}")
+                    r.submitted += 1
+                r.engine.flush()
+                r.seconds += time.perf_counter() - t_start
+        results = []
+        for r in runs:
+            loaded = r.engine.stats()
+            latencies, stages = [], []
+            for i in range(latency_n):
+                r.done.clear()
+                r.engine.submit(frames[i % len(frames)], i, source_id="cam0")
+                if not r.done.wait(60.0):
+                    raise RuntimeError("engine produced no result within 60 s")
+                latencies.append(r.last["r"].latency_ms)
+                stages.append(r.last["r"].timings)
+            r.engine.stop(timeout=10.0)
+            if r.errors:
+                raise RuntimeError(f"{len(r.errors)} frame(s) failed in the engine, first: {r.errors[0].message}")
+            keys = [k for k in stages[0] if k != "queue"] if stages else []
+            results.append({"fps": n / r.seconds, "latency": percentiles(latencies),
+                            "stages": {k: round(float(np.mean([s.get(k, 0.0) for s in stages])), 3) for k in keys},
+                            "loaded_latency": loaded["latency_ms"], "batch_mean": loaded["batch_mean"],
+                            "warmup_s": round(r.warmup_s, 2)})
     finally:
-        engine.stop(timeout=10.0)
-    if errors:
-        raise RuntimeError(f"{len(errors)} frame(s) failed in the engine, first: {errors[0].message}")
-    keys = [k for k in stages[0] if k != "queue"] if stages else []
-    return {"fps": n / engine_s, "naive_fps": naive_n / naive_s if naive is not None else None,
-            "naive_times": naive_times, "latency": percentiles(latencies),
-            "stages": {k: round(float(np.mean([s.get(k, 0.0) for s in stages])), 3) for k in keys},
-            "loaded_latency": loaded["latency_ms"], "batch_mean": loaded["batch_mean"],
-            "warmup_s": round(warmup_s, 2)}
+        for r in runs:
+            r.engine.stop(timeout=10.0)
+    return {"naive_fps": naive_n / naive_s if naive is not None else None, "naive_times": naive_times,
+            "engines": results}
+
+
+def configurations(args, cuda: bool) -> List[Tuple[str, str]]:
+    """(backend, precision) pairs to measure, the auto choice first with ``--compare``."""
+    from .segmenter import BACKENDS, PRECISIONS, _installed
+
+    if args.compare:
+        backends = ("torch",) if cuda else tuple(b for b in ("onnxruntime", "openvino", "torch") if _installed(b))
+        precisions = ("fp32", "bf16", "fp16") if cuda else ("fp32", "int8")
+        pairs = [("auto", args.precision or ("bf16" if cuda else "auto"))]
+        pairs += [(b, p) for p in precisions for b in backends if not (b == "torch" and p == "int8")]
+        return pairs
+    backends = [b.strip() for b in str(args.backend).split(",") if b.strip()]
+    precisions = [p.strip() for p in str(args.precision or ("bf16" if cuda else "auto")).split(",") if p.strip()]
+    for b in backends:
+        if b not in BACKENDS:
+            raise ValueError(f"--backend: {b!r} is not one of {', '.join(BACKENDS)}")
+    for q in precisions:
+        if q not in PRECISIONS:
+            raise ValueError(f"--precision: {q!r} is not one of {', '.join(PRECISIONS)}")
+    return [(b, q) for q in precisions for b in backends]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -229,7 +270,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"pspnet bench: {exc}", file=sys.stderr)
         return 2
     cuda = device.startswith("cuda")
-    precision = args.precision or ("bf16" if cuda else "fp32")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -248,6 +288,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             model, meta = load_model(ckpt, "cpu")
             size = parse_size(args.size or meta.get("input_size") or "", "--size")
             name = Path(ckpt).stem
+        pairs = configurations(args, cuda)
         frame_size = None if args.frame_size == "native" else parse_size(args.frame_size, "--frame-size")
         frames, source = load_frames(args, frame_size)
     except (OSError, CheckpointError, ValueError) as exc:
@@ -264,43 +305,75 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"inference {size[0]}x{size[1]}, frames {fs} ({source})", flush=True)
 
     naive = None if args.skip_naive else NaiveSegmenter(model, meta, size, device)
-    seg = Segmenter(model, meta, device=device, precision=precision, inference_size=size,
-                    backend=args.backend, num_threads=args.threads, name=name)
+    segs, seen, skipped = [], set(), []
+    for backend, precision in pairs:
+        try:
+            seg = Segmenter(model, meta, device=device, precision=precision, inference_size=size,
+                            backend=backend, num_threads=args.threads, name=name,
+                            checkpoint_path=None if args.arch else ckpt, max_batch=args.max_batch)
+        except (ValueError, RuntimeError, ImportError) as exc:
+            if len(pairs) == 1:
+                print(f"pspnet bench: {exc}", file=sys.stderr)
+                return 2
+            skipped.append(f"{backend} {precision}: {str(exc).splitlines()[0]}")
+            continue
+        key = (seg.backend, seg.precision)
+        if key in seen:  # e.g. the auto choice again
+            continue
+        seen.add(key)
+        segs.append(seg)
+    if not segs:
+        print("pspnet bench: no configuration could be built:\n  " + "\n  ".join(skipped), file=sys.stderr)
+        return 2
     cfg = EngineConfig(drop_policy="queue", queue_size=max(8, 2 * args.max_batch), max_batch=args.max_batch,
                        upsample=args.upsample, compile=args.compile, cuda_graphs=args.cuda_graphs)
-    eng = run(naive, seg, cfg, frames, n, naive_n, max(1, args.sources), latency_n,
-              max(1, args.rounds), sync)
-    naive_fps, naive_times = eng["naive_fps"], eng["naive_times"]
-    ratio = eng["fps"] / naive_fps if naive_fps else None
+    res = run(naive, segs, cfg, frames, n, naive_n, max(1, args.sources), latency_n, max(1, args.rounds), sync)
+    naive_fps, naive_times = res["naive_fps"], res["naive_times"]
+    rows = []
+    for seg, eng in zip(segs, res["engines"]):
+        ratio = eng["fps"] / naive_fps if naive_fps else None
+        rows.append({"backend": seg.backend, "precision": seg.precision, "engine_fps": round(eng["fps"], 2),
+                     "ratio": round(ratio, 3) if ratio else None, "latency_ms": eng["latency"],
+                     "stages_ms": eng["stages"], "loaded_latency_ms": eng["loaded_latency"],
+                     "batch_mean": eng["batch_mean"], "warmup_s": eng["warmup_s"],
+                     "precision_note": seg.precision_note})
 
-    label_e = f"engine ({seg.backend} {precision}, batch<={args.max_batch}, {args.sources} src)"
+    label = lambda r: f"engine {r['backend']} {r['precision']}"  # noqa: E731
     label_n = "naive (eager fp32, numpy/cv2)"
-    width = max(len(label_e), len(label_n))
-    print(f"{'':<{width}}  {'frames':>6}  {'fps':>8}  {'p50 ms':>8}  {'p95 ms':>8}  {'p99 ms':>8}")
+    width = max([len(label_n)] + [len(label(r)) for r in rows])
+    fmt = lambda v: f"{v:>8.1f}" if v is not None else f"{'-':>8}"  # noqa: E731
+    print(f"engine: batch<={args.max_batch}, {args.sources} source(s), queue policy; latency closed loop")
+    print(f"{'':<{width}}  {'frames':>6}  {'fps':>8}  {'x naive':>8}  {'p50 ms':>8}  {'p95 ms':>8}  {'p99 ms':>8}")
     if naive_fps:
         q = percentiles(naive_times)
-        print(f"{label_n:<{width}}  {naive_n:>6}  {naive_fps:>8.1f}  "
-              f"{q['p50']:>8.1f}  {q['p95']:>8.1f}  {q['p99']:>8.1f}")
-    q = eng["latency"]
-    fmt = lambda v: f"{v:>8.1f}" if v is not None else f"{'-':>8}"  # noqa: E731
-    print(f"{label_e:<{width}}  {n:>6}  {eng['fps']:>8.1f}  {fmt(q['p50'])}  {fmt(q['p95'])}  {fmt(q['p99'])}")
-    if ratio is not None:
-        print(f"ratio engine/naive: {ratio:.2f}x")
-    print("engine stages, ms per batch (closed loop): "
-          + " | ".join(f"{k} {v:.2f}" for k, v in eng["stages"].items()))
+        print(f"{label_n:<{width}}  {naive_n:>6}  {naive_fps:>8.1f}  {1.0:>8.2f}  "
+              f"{fmt(q['p50'])}  {fmt(q['p95'])}  {fmt(q['p99'])}")
+    for r in rows:
+        q = r["latency_ms"]
+        ratio_s = f"{r['ratio']:>8.2f}" if r["ratio"] else f"{'-':>8}"
+        print(f"{label(r):<{width}}  {n:>6}  {r['engine_fps']:>8.1f}  {ratio_s}  {fmt(q['p50'])}  "
+              f"{fmt(q['p95'])}  {fmt(q['p99'])}")
+    for why in skipped:
+        print(f"not measured: {why}")
+    top = rows[0]
+    if top["ratio"] is not None:
+        print(f"ratio engine/naive: {top['ratio']:.2f}x ({label(top)})")
+    print(f"{label(top)} stages, ms per batch (closed loop): "
+          + " | ".join(f"{k} {v:.2f}" for k, v in top["stages_ms"].items()))
 
     result = {
         "device": device, "device_name": device_name(device), "model": name,
         "input_size": list(size), "frame_size": list(shapes[0]) if len(shapes) == 1 else None,
-        "engine_fps": round(eng["fps"], 2), "naive_fps": round(naive_fps, 2) if naive_fps else None,
-        "ratio": round(ratio, 3) if ratio else None, "latency_ms": eng["latency"],
-        "stages_ms": eng["stages"], "naive_latency_ms": percentiles(naive_times),
-        "loaded_latency_ms": eng["loaded_latency"], "batch_mean": eng["batch_mean"],
-        "precision": precision, "backend": seg.backend, "frames": n, "naive_frames": naive_n,
+        "engine_fps": top["engine_fps"], "naive_fps": round(naive_fps, 2) if naive_fps else None,
+        "ratio": top["ratio"], "latency_ms": top["latency_ms"],
+        "stages_ms": top["stages_ms"], "naive_latency_ms": percentiles(naive_times),
+        "loaded_latency_ms": top["loaded_latency_ms"], "batch_mean": top["batch_mean"],
+        "precision": top["precision"], "backend": top["backend"], "table": rows, "not_measured": skipped,
+        "frames": n, "naive_frames": naive_n,
         "latency_frames": latency_n, "rounds": args.rounds, "sources": args.sources, "max_batch": args.max_batch,
         "upsample": args.upsample, "compile": args.compile, "cuda_graphs": args.cuda_graphs,
-        "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "input": source, "warmup_s": eng["warmup_s"],
+        "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "versions": _versions(),
+        "input": source, "warmup_s": top["warmup_s"],
         "command": "pspnet bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host_load": _load(),
     }
@@ -310,6 +383,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {path}")
     return 0
+
+
+def _versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("onnxruntime", "openvino", "torch"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 def _load() -> Optional[List[float]]:

@@ -4,9 +4,14 @@ Every output has one exact definition, implemented twice:
 
 * ``impl="torch"``: device-agnostic torch ops - what runs on the GPU, and what the tests run on
   CPU tensors to check the GPU code path;
-* ``impl="numpy"``: numpy/OpenCV for CPU tensors, bit-identical to the torch ops (checked by the
-  tests) but several times faster there, because torch's CPU kernels for uint8 gathers and
-  integer blending are slow.
+* ``impl="numpy"``: numpy/OpenCV for CPU tensors, several times faster there (torch's CPU
+  kernels for full-frame float resizes, uint8 gathers and integer blending are slow). Colour,
+  overlay, mask and nearest resizes are bit-identical to the torch ops; the two bilinear resizes
+  use OpenCV's INTER_LINEAR (same half-pixel convention): the downscaled frame is rounded to
+  uint8 before normalization (within one grey level of the float resize), and the logits are
+  upsampled in float32 (for two classes, their difference: one channel instead of two). Labels
+  therefore differ from the torch path only where two classes' scores are within float rounding
+  (checked by the tests on real frames).
 
 Definitions (B frames, K classes, output size H x W):
 
@@ -95,6 +100,56 @@ def preprocess(frames: torch.Tensor, size: Size, mean255: torch.Tensor, inv_std2
     x = x.sub_(mean255).mul_(inv_std255)  # x is a fresh float tensor: in place is safe
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=fmt), resized
+
+
+def preprocess_np(frames: np.ndarray, size: Size, mean255: np.ndarray, inv_std255: np.ndarray,
+                  keep_resized: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """:func:`preprocess` with OpenCV on the CPU: (B, H, W, 3) uint8 RGB -> (B, 3, h, w) float32.
+
+    The uint8 frame is resized (INTER_LINEAR, no antialias) and then normalized channel by
+    channel straight into the planar network input: one small float image, no full-frame float
+    copy. ``mean255``/``inv_std255``: three floats each.
+    """
+    import cv2
+
+    b, (h, w) = frames.shape[0], tuple(size)
+    x = np.empty((b, 3, h, w), np.float32)
+    small_all = np.empty((b, h, w, 3), np.uint8) if keep_resized else None
+    for i in range(b):
+        f = frames[i]
+        small = f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR)
+        for c in range(3):
+            np.subtract(small[..., c], np.float32(mean255[c]), out=x[i, c], dtype=np.float32)
+            x[i, c] *= np.float32(inv_std255[c])
+        if small_all is not None:
+            small_all[i] = small
+    return torch.from_numpy(x), (torch.from_numpy(small_all) if small_all is not None else None)
+
+
+def upsample_labels_np(logits: np.ndarray, size: Size) -> np.ndarray:
+    """(B, K, h, w) float logits -> (B, H, W) uint8 labels of the bilinearly upsampled logits.
+
+    OpenCV INTER_LINEAR per channel in float32 and a running strict '>' (ties to the lowest
+    class, like argmax). Two classes: the sign of the upsampled difference (bilinear resizing is
+    linear, so that is the same decision, one resize instead of two).
+    """
+    import cv2
+
+    b, k = logits.shape[:2]
+    hh, ww = tuple(size)
+    out = np.zeros((b, hh, ww), np.uint8)
+    up = lambda a: cv2.resize(np.ascontiguousarray(a, np.float32), (ww, hh),  # noqa: E731
+                              interpolation=cv2.INTER_LINEAR)
+    for i in range(b):
+        if k == 2:
+            np.greater(up(logits[i, 1] - logits[i, 0]), 0.0, out=out[i].view(np.bool_))
+            continue
+        best = up(logits[i, 0])
+        for c in range(1, k):
+            lc = up(logits[i, c])
+            out[i][lc > best] = c
+            np.maximum(best, lc, out=best)
+    return out
 
 
 # ----------------------------------------------------------------------------- torch post ops
@@ -229,10 +284,13 @@ def postprocess(logits: torch.Tensor, rgb: Optional[torch.Tensor], spec: PostSpe
     out_size = tuple(spec.out_size)
     need_up = tuple(logits.shape[-2:]) != out_size
     res: Dict[str, object] = {}
-    if spec.upsample == "logits" or "probs" in want:
+    # The numpy path upsamples for the labels with OpenCV; the full upsampled logits only when
+    # confidence or probabilities are asked for.
+    np_labels = impl == "numpy" and spec.upsample == "logits" and need_up
+    if (spec.upsample == "logits" and not (np_labels and "confidence" not in want)) or "probs" in want:
         up = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False) if need_up else logits
     if spec.upsample == "logits":
-        labels = argmax_labels(up)
+        labels = torch.from_numpy(upsample_labels_np(logits.numpy(), out_size)) if np_labels else argmax_labels(up)
         if "confidence" in want:
             res["confidence"] = confidence_u8(up)
     else:

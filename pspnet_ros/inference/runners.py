@@ -1,7 +1,8 @@
-"""Ways to run the network: ``TorchRunner`` and ``OrtRunner``.
+"""Ways to run the network: ``TorchRunner``, ``OrtRunner`` and ``OpenVinoRunner``.
 
 ``TorchRunner``: eager, autocast, channels_last, optional ``torch.compile`` and CUDA graphs.
-``OrtRunner``: ONNX Runtime, the fast CPU backend.
+``OrtRunner`` (ONNX Runtime) and ``OpenVinoRunner`` (OpenVINO): the CPU backends, for the fp32
+ONNX export or the INT8 QDQ model of :mod:`.quantize`.
 
 A runner maps a normalized (B, 3, h, w) float batch at the fixed inference size to
 (B, K, h, w) logits. Because the inference size is fixed, every forward has one of
@@ -260,39 +261,48 @@ def ort_session(onnx_bytes: bytes, num_threads: int):
 _ONNX_CACHE: Dict[Tuple, bytes] = {}
 
 
-class OrtRunner:
-    """ONNX Runtime on CPU: about 2x faster than eager PyTorch for the light model here.
+def fp32_onnx(model: nn.Module, size: Size, *, check: bool = True, cache_key: Optional[Tuple] = None) -> bytes:
+    """Export ``model`` at ``size`` to ONNX (fp32), checked against PyTorch; cached per process.
 
-    The model is exported in memory at construction (a few seconds) and checked against
-    PyTorch on one random batch; a mismatch raises RuntimeError (callers fall back to torch).
+    The check runs ONNX Runtime on one random batch; a mismatch raises RuntimeError (callers
+    fall back to torch).
+    """
+    size = tuple(size)
+    key = None if cache_key is None else tuple(cache_key) + size
+    data = _ONNX_CACHE.get(key) if key is not None else None
+    if data is not None:
+        return data
+    data = export_onnx(model, size)
+    if check:
+        x = torch.randn((1, 3) + size, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            ref = LogitsOnly(copy.deepcopy(model).float().cpu().eval())(x).numpy()
+        got = ort_session(data, 1).run(None, {"input": x.numpy()})[0]
+        err = float(np.abs(got - ref).max())
+        tol = 1e-3 * max(1.0, float(np.abs(ref).max()))
+        if not np.isfinite(err) or err > tol:
+            raise RuntimeError(f"ONNX Runtime output differs from PyTorch by {err:.3g} (> {tol:.3g})")
+    if key is not None:
+        if len(_ONNX_CACHE) >= 4:
+            _ONNX_CACHE.pop(next(iter(_ONNX_CACHE)))
+        _ONNX_CACHE[key] = data
+    return data
+
+
+class OrtRunner:
+    """ONNX Runtime on CPU for an ONNX graph (the fp32 export, or the INT8 QDQ model).
+
+    ``precision`` is a label (``fp32`` or ``int8``): what the graph holds, not a conversion.
     """
 
     name = "onnxruntime"
 
-    def __init__(self, model: nn.Module, size: Size, num_threads: int, *, check: bool = True,
-                 cache_key: Optional[Tuple] = None) -> None:
+    def __init__(self, onnx_bytes: bytes, size: Size, num_threads: int, precision: str = "fp32") -> None:
         t0 = time.perf_counter()
         self.size = tuple(size)
-        key = None if cache_key is None else tuple(cache_key) + self.size
-        data = _ONNX_CACHE.get(key) if key is not None else None
-        cached = data is not None
-        if data is None:
-            data = export_onnx(model, size)
-        self.session = ort_session(data, num_threads)
-        if check and not cached:
-            x = torch.randn((1, 3) + self.size, generator=torch.Generator().manual_seed(0))
-            with torch.inference_mode():
-                ref = LogitsOnly(copy.deepcopy(model).float().cpu().eval())(x).numpy()
-            got = self.session.run(None, {"input": x.numpy()})[0]
-            err = float(np.abs(got - ref).max())
-            tol = 1e-3 * max(1.0, float(np.abs(ref).max()))
-            if not np.isfinite(err) or err > tol:
-                raise RuntimeError(f"ONNX Runtime output differs from PyTorch by {err:.3g} (> {tol:.3g})")
-        if key is not None and not cached:
-            if len(_ONNX_CACHE) >= 4:
-                _ONNX_CACHE.pop(next(iter(_ONNX_CACHE)))
-            _ONNX_CACHE[key] = data
-        log.info("ONNX Runtime session ready in %.1f s", time.perf_counter() - t0)
+        self.precision = precision
+        self.session = ort_session(onnx_bytes, num_threads)
+        log.info("ONNX Runtime %s session ready in %.1f s", precision, time.perf_counter() - t0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {"input": x.float().contiguous().numpy()})[0]
@@ -302,7 +312,56 @@ class OrtRunner:
                 compile: bool = False,  # noqa: A002 (public keyword argument, callers pass compile=)
                 cuda_graphs: bool = False, warmup: bool = True) -> None:
         if compile or cuda_graphs:
-            log.info("compile/cuda_graphs do not apply to the onnxruntime backend")
+            log.info("compile/cuda_graphs do not apply to the %s backend", self.name)
         if warmup:
             for b in sorted(set(batch_sizes)):
                 self(torch.zeros((b, 3) + self.size))
+
+
+#: OpenVINO inference precision hint per pspnet precision. ``int8`` runs the QDQ graph's integer
+#: convolutions and keeps everything else in f32, like ONNX Runtime does; ``bf16`` lets the CPU
+#: plugin run the float ops in bfloat16 (AVX512-BF16 / AMX CPUs).
+OV_PRECISION_HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16"}
+
+
+class OpenVinoRunner:
+    """OpenVINO on CPU for the same ONNX graphs as :class:`OrtRunner`.
+
+    One compiled model with a bounded batch dimension (1..max_batch): batch sizes need no
+    recompile. Threads: ``INFERENCE_NUM_THREADS``, one stream, no core pinning (the ROS
+    executor and DDS threads share the cores).
+    """
+
+    name = "openvino"
+
+    def __init__(self, onnx_bytes: bytes, size: Size, num_threads: int, precision: str = "fp32",
+                 max_batch: int = 8) -> None:
+        import openvino as ov
+
+        if precision not in OV_PRECISION_HINTS:
+            raise ValueError(f"openvino runs {', '.join(OV_PRECISION_HINTS)}, not {precision!r}")
+        t0 = time.perf_counter()
+        self.size = tuple(size)
+        self.precision = precision
+        self.max_batch = max(1, int(max_batch))
+        model = ov.convert_model(io.BytesIO(onnx_bytes))
+        model.reshape([ov.Dimension(1, self.max_batch), 3, self.size[0], self.size[1]])
+        config = {"INFERENCE_NUM_THREADS": max(1, int(num_threads)), "NUM_STREAMS": 1,
+                  "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False,
+                  "INFERENCE_PRECISION_HINT": OV_PRECISION_HINTS[precision]}
+        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        self._local = threading.local()  # one infer request per calling thread
+        log.info("OpenVINO %s model ready in %.1f s", precision, time.perf_counter() - t0)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        req = getattr(self._local, "req", None)
+        if req is None:
+            req = self._local.req = self.compiled.create_infer_request()
+        outs = []
+        for start in range(0, x.shape[0], self.max_batch):  # larger batches run in chunks
+            chunk = x[start:start + self.max_batch].float().contiguous().numpy()
+            res = req.infer({0: chunk}, share_inputs=True)
+            outs.append(np.array(res[0], copy=True))  # the request reuses its output buffer
+        return torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs))
+
+    prepare = OrtRunner.prepare

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -24,7 +25,8 @@ from ..models import load_model, validate_meta
 from ..paths import resolve_device
 from . import ops
 from .inputs import validate_frame
-from .runners import AMP_DTYPES, OrtRunner, TorchRunner
+from .quantize import Int8Unavailable, accuracy_holds, load_int8
+from .runners import AMP_DTYPES, OpenVinoRunner, OrtRunner, TorchRunner, fp32_onnx
 from .timing import StageClock
 from .types import DEFAULT_MAX_PIXELS, FrameResult, check_outputs
 
@@ -32,7 +34,12 @@ log = logging.getLogger(__name__)
 
 Size = Tuple[int, int]
 PREDICT_OUTPUTS = frozenset({"labels", "confidence", "color", "overlay", "drivable"})
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+#: backend ``auto`` on CPU, per precision, fastest first (``pspnet bench --compare`` on the 2-core
+#: development CPU, see the README); the first one installed that builds is used.
+CPU_BACKEND_ORDER = {"fp32": ("onnxruntime", "openvino", "torch"), "int8": ("onnxruntime", "openvino"),
+                     "bf16": ("torch",), "fp16": ("torch",)}
 
 
 def parse_size(value: Any, what: str = "inference_size") -> Size:
@@ -52,12 +59,12 @@ def parse_size(value: Any, what: str = "inference_size") -> Size:
     return h, w
 
 
-def _have_onnxruntime() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _installed(backend: str) -> bool:
+    if backend == "torch":
+        return True
+    import importlib.util
+
+    return importlib.util.find_spec(backend) is not None
 
 
 def stack_frames(frames: Sequence[Any], bgr: Sequence[bool], out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -70,7 +77,10 @@ def stack_frames(frames: Sequence[Any], bgr: Sequence[bool], out: Optional[np.nd
         out = np.empty((len(frames), h, w, 3), np.uint8)
     for i, (f, is_bgr) in enumerate(zip(frames, bgr)):
         f = f.numpy() if isinstance(f, torch.Tensor) else f
-        np.copyto(out[i], f[..., ::-1] if is_bgr else f)
+        if is_bgr and f.dtype == np.uint8 and f.flags.c_contiguous:
+            cv2.cvtColor(f, cv2.COLOR_BGR2RGB, dst=out[i])  # ~5x faster than a reversed-stride copy
+        else:
+            np.copyto(out[i], f[..., ::-1] if is_bgr else f)
     return out
 
 
@@ -86,12 +96,17 @@ class Segmenter:
 
     Attributes: ``meta`` (checkpoint metadata), ``classes`` (list of names), ``palette``
     ((K, 3) uint8), ``device`` (torch.device), ``inference_size`` ((h, w)), ``model_name``,
-    ``precision``, ``backend`` (``torch`` or ``onnxruntime``), ``num_threads`` (CPU intra-op).
-    ``cache_key`` identifies the weights (``from_checkpoint`` passes the file's path, mtime and
-    size) so an ONNX export is reused within the process.
+    ``precision`` (resolved: fp32/fp16/bf16/int8), ``backend`` (``torch``, ``onnxruntime`` or
+    ``openvino``), ``num_threads`` (CPU intra-op), ``int8_record`` (the INT8 model's
+    quantization record, see :mod:`.quantize`). ``cache_key`` identifies the weights
+    (``from_checkpoint`` passes the file's path, mtime and size) so an ONNX export is reused
+    within the process.
 
-    backend ``auto``: ONNX Runtime on CPU in fp32 when it is installed (about 2x faster than
-    eager PyTorch for the light model on a 2-core CPU), PyTorch otherwise.
+    precision ``auto``: on CPU INT8 when the checkpoint's ``.int8.onnx`` exists, belongs to these
+    weights and size, and passed its accuracy check; fp32 otherwise (``precision_note`` says
+    why). On CUDA fp32. ``int8`` insists (raises :class:`Int8Unavailable` with the fix).
+    backend ``auto``: on CPU the fastest installed runtime for the precision
+    (``CPU_BACKEND_ORDER``, measured), falling back along that order; PyTorch on CUDA.
     channels_last ``None``: on for CUDA (tensor cores want NHWC), off on CPU (measured: no gain
     for the MobileNetV3 model, 57.4 vs 58.4 ms per 188x621 frame).
     num_threads: CPU intra-op threads; ``None`` keeps torch's setting (all physical cores by
@@ -103,10 +118,11 @@ class Segmenter:
                  precision: str = "fp32", inference_size: Optional[Any] = None, backend: str = "auto",
                  channels_last: Optional[bool] = None, num_threads: Optional[int] = None,
                  name: Optional[str] = None, ops_impl: Optional[str] = None,
-                 cache_key: Optional[Tuple] = None) -> None:
+                 cache_key: Optional[Tuple] = None, checkpoint_path: Optional[Union[str, os.PathLike]] = None,
+                 int8_model: Optional[Union[str, os.PathLike]] = None, max_batch: int = 8) -> None:
         validate_meta(meta)
-        if precision not in AMP_DTYPES:
-            raise ValueError(f"precision must be one of {', '.join(AMP_DTYPES)}, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.device = torch.device(resolve_device(str(device)))
@@ -118,7 +134,7 @@ class Segmenter:
                 raise ValueError("the checkpoint metadata has no input_size; pass inference_size=(h, w)")
             inference_size = meta["input_size"]
         self.inference_size: Size = parse_size(inference_size)
-        self.precision = precision
+        self.requested_precision, self.requested_backend = precision, backend
         self.model_name = name or str(meta.get("name")
                                       or f"{meta['arch']}_{meta['arch_kwargs'].get('backbone', '')}".rstrip("_"))
         if num_threads is not None:
@@ -137,27 +153,77 @@ class Segmenter:
         std = torch.tensor(meta["std"], dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         self._mean255 = mean.to(self.device)
         self._inv_std255 = (1.0 / std).to(self.device)
+        self._mean255_np = mean.flatten().numpy().astype(np.float32)
+        self._inv_std255_np = (1.0 / std).flatten().numpy().astype(np.float32)
         self._luts: Dict[Tuple[int, ...], ops.Luts] = {}
         self._lock = threading.RLock()  # one forward at a time (CUDA graphs share buffers)
 
-        want_ort = backend == "onnxruntime" or (
-            backend == "auto" and not self.is_cuda and precision == "fp32" and _have_onnxruntime())
-        if want_ort and (self.is_cuda or precision != "fp32"):
-            raise ValueError("backend onnxruntime runs fp32 on CPU only")
-        self.runner: Union[TorchRunner, OrtRunner]
         self.model = model.eval()
-        if want_ort:
-            try:
-                self.runner = OrtRunner(model, self.inference_size, self.num_threads, cache_key=cache_key)
-            except Exception as exc:  # noqa: BLE001 - any export/runtime problem: use PyTorch
-                if backend == "onnxruntime":
-                    raise
-                log.warning("ONNX Runtime backend unavailable (%s: %s); using PyTorch",
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-                want_ort = False
-        if not want_ort:
-            self.runner = TorchRunner(model, self.device, precision, self.channels_last)
+        self.int8_record: Optional[Dict[str, Any]] = None
+        self.precision_note = ""
+        self.runner: Union[TorchRunner, OrtRunner, OpenVinoRunner]
+        self.precision = self._resolve_precision(precision, checkpoint_path, int8_model)
+        self.runner = self._build_runner(backend, cache_key, max_batch)
         self.backend = self.runner.name
+
+    def _resolve_precision(self, precision: str, checkpoint_path, int8_model) -> str:
+        """``auto``: INT8 on CPU when the checkpoint's INT8 model exists and passed its check, else fp32."""
+        self._int8_bytes: Optional[bytes] = None
+        if precision in ("auto", "int8") and not self.is_cuda:
+            try:
+                if checkpoint_path is None:
+                    raise Int8Unavailable("no checkpoint file to find the INT8 model of (use from_checkpoint)")
+                data, record = load_int8(checkpoint_path, self.inference_size, path=int8_model)
+                holds, why = accuracy_holds(record)
+                if precision == "auto" and not holds:
+                    raise Int8Unavailable(f"{Path(int8_model or checkpoint_path).name}: {why}")
+            except Int8Unavailable as exc:
+                if precision == "int8":
+                    raise
+                self.precision_note = f"fp32 (no INT8: {exc})"
+                log.info("precision auto -> %s", self.precision_note)
+                return "fp32"
+            self._int8_bytes, self.int8_record = data, record
+            self.precision_note = "int8" + (f" ({why})" if precision == "auto" else "")
+            return "int8"
+        if precision == "int8":
+            raise ValueError("precision int8 runs on CPU backends (onnxruntime, openvino), not on "
+                             f"{self.device}; use fp16/bf16 on CUDA")
+        return "fp32" if precision == "auto" else precision
+
+    def _build_runner(self, backend: str, cache_key: Optional[Tuple], max_batch: int):
+        precision = self.precision
+        if backend == "auto":
+            order = ("torch",) if self.is_cuda else CPU_BACKEND_ORDER[precision]
+            order = tuple(b for b in order if _installed(b))
+            if not order:
+                raise ValueError(f"precision {precision} on CPU needs onnxruntime or openvino (pip install "
+                                 "onnxruntime)")
+        else:
+            order = (backend,)
+        if backend in ("onnxruntime", "openvino"):
+            if self.is_cuda:
+                raise ValueError(f"backend {backend} runs on CPU only (device {self.device})")
+            if precision not in (("fp32", "int8") if backend == "onnxruntime" else ("fp32", "int8", "bf16")):
+                raise ValueError(f"backend {backend} does not run precision {precision}")
+        if backend == "torch" and precision == "int8":
+            raise ValueError("precision int8 needs backend onnxruntime or openvino (or auto), not torch")
+        errors = []
+        for i, name in enumerate(order):
+            try:
+                if name == "torch":
+                    return TorchRunner(self.model, self.device, precision, self.channels_last)
+                data = self._int8_bytes if precision == "int8" else fp32_onnx(
+                    self.model, self.inference_size, cache_key=cache_key)
+                if name == "onnxruntime":
+                    return OrtRunner(data, self.inference_size, self.num_threads, precision)
+                return OpenVinoRunner(data, self.inference_size, self.num_threads, precision, max_batch=max_batch)
+            except Exception as exc:  # noqa: BLE001 - auto: any export/runtime problem, try the next backend
+                if backend != "auto" or i == len(order) - 1:
+                    raise
+                errors.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                log.warning("backend %s unavailable (%s); trying %s", name, errors[-1], order[i + 1])
+        raise AssertionError("unreachable")
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "auto",
@@ -172,6 +238,7 @@ class Segmenter:
         kwargs.setdefault("name", Path(path).stem)
         st = Path(path).stat()
         kwargs.setdefault("cache_key", (str(Path(path).resolve()), st.st_mtime_ns, st.st_size))
+        kwargs.setdefault("checkpoint_path", path)
         return cls(model, meta, device=dev, precision=precision, inference_size=inference_size, **kwargs)
 
     # ------------------------------------------------------------------ metadata helpers
@@ -186,6 +253,7 @@ class Segmenter:
                 "dataset": self.meta.get("dataset"), "classes": self.classes,
                 "input_size": list(self.inference_size), "parameters": self.num_parameters,
                 "backend": self.backend, "precision": self.precision, "device": str(self.device),
+                "precision_note": self.precision_note,
                 "channels_last": self.channels_last, "cpu_threads": self.num_threads}
 
     def drivable_ids(self, names: Optional[Iterable[str]] = None) -> Tuple[int, ...]:
@@ -236,8 +304,12 @@ class Segmenter:
         with torch.inference_mode():
             if clock:
                 clock.begin("preprocess")
-            x, small = ops.preprocess(frames, size, self._mean255, self._inv_std255,
-                                      channels_last=self.channels_last, keep_resized=need_small_rgb)
+            if self.ops_impl == "numpy":
+                x, small = ops.preprocess_np(frames.numpy(), size, self._mean255_np, self._inv_std255_np,
+                                             keep_resized=need_small_rgb)
+            else:
+                x, small = ops.preprocess(frames, size, self._mean255, self._inv_std255,
+                                          channels_last=self.channels_last, keep_resized=need_small_rgb)
             if clock:
                 clock.end("preprocess")
                 clock.begin("inference")

@@ -157,6 +157,40 @@ def evaluate(model, loader, device, *, num_classes: int, class_names: Sequence[s
     return result
 
 
+@torch.inference_mode()
+def evaluate_segmenter(seg, ds, *, kitti: bool = False, progress: bool = False,
+                       bev: Optional[KittiBevEval] = None) -> Dict[str, object]:
+    """Metrics of a :class:`pspnet_ros.inference.Segmenter` on ``ds``: the path the node runs.
+
+    Each raw frame (full camera resolution, uint8 RGB) goes through ``Segmenter.predict``: the
+    engine's resize/normalize, the configured backend and precision (e.g. ONNX Runtime INT8),
+    bilinear upsampling of the logits to the frame and the argmax. Labels are the node's
+    labels; probabilities (softmax of the upsampled logits) feed KITTI's MaxF/AP and the BEV
+    metric. Same metric definitions as :func:`evaluate`.
+    """
+    names = seg.classes
+    cm = ConfusionMatrix(len(names), int(seg.meta.get("ignore_index", 255)))
+    pr = BinaryPRCurve() if kitti else None
+    want_probs = kitti or bev is not None
+    for i in tqdm(range(len(ds)), desc="eval", disable=not progress, leave=False):
+        image, mask = ds.load(i)
+        res = seg.predict(np.ascontiguousarray(image), return_probs=want_probs, outputs=("labels",))[0]
+        target = torch.from_numpy(mask.astype(np.int64))[None]
+        cm.update(target, torch.from_numpy(np.ascontiguousarray(res.labels)).long()[None])
+        if want_probs:
+            probs = torch.as_tensor(res.probs)
+            if pr is not None:
+                pr.update(probs[1][None], target, cm.ignore_index)
+            if bev is not None:
+                bev.update(i, probs[1], target[0], cm.ignore_index)
+    result = cm.compute(names)
+    if pr is not None:
+        result.update({k: v for k, v in pr.compute().items() if k in ("maxf", "ap")})
+    if bev is not None:
+        result["bev"] = bev.compute()
+    return result
+
+
 def bev_evaluator(ds) -> KittiBevEval:
     """Build the :class:`KittiBevEval` of a KITTI road dataset (``<root>/calib/<stem>.txt``).
 
@@ -208,6 +242,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--bev", action="store_true",
                    help="KITTI road: also score in the benchmark's bird's-eye view (each frame's "
                         "calib/<stem>.txt; frames without one are named and skipped)")
+    p.add_argument("--precision", default=None, choices=("auto", "fp32", "fp16", "bf16", "int8"),
+                   help="evaluate the node's inference path (pspnet_ros.inference.Segmenter: its "
+                        "preprocessing, backend and precision, e.g. int8 = the INT8 ONNX model) "
+                        "instead of the training-time PyTorch path (default)")
+    p.add_argument("--backend", default=None, choices=("auto", "torch", "onnxruntime", "openvino"),
+                   help="backend of the node path (implies it; default auto)")
     p.add_argument("--json", default=None, help="write metrics as JSON here")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -250,12 +290,36 @@ def main(argv: Optional[List[str]] = None) -> int:
         if bev.expected == 0:
             log.error("--bev: no calibration file for any of the %d frames in %s", len(ds), ds.root / "calib")
             return 2
-    loader = DataLoader(ds, batch_size=1, shuffle=False, num_workers=0)
-    result = evaluate(model, loader, device, num_classes=len(meta["classes"]), class_names=meta["classes"],
-                      ignore_index=meta["ignore_index"], kitti=dataset == "kitti_road", flip=args.flip,
-                      scales=args.scales, window=window, progress=True, bev=bev)
+    node_path = args.precision is not None or args.backend is not None
+    path = "model (training-time PyTorch)"
+    if node_path:
+        if args.flip or args.scales != [1.0] or args.sliding_window:
+            log.error("--precision/--backend evaluate the node's single-pass path: no --flip, --scales "
+                      "or --sliding-window")
+            return 2
+        from ..inference import Segmenter
+
+        try:
+            seg = Segmenter.from_checkpoint(str(ckpt), device=device, precision=args.precision or "auto",
+                                            backend=args.backend or "auto", inference_size=size)
+        except (ValueError, RuntimeError, OSError) as exc:
+            log.error("%s", exc)
+            return 2
+        path = f"node (Segmenter: {seg.backend} {seg.precision}, {seg.num_threads} threads)"
+        ds = build_dataset(dataset, data_root(args.root), args.split)
+        if args.limit:
+            ds.pairs = ds.pairs[: args.limit]
+        if bev is not None:
+            bev = bev_evaluator(ds)
+        result = evaluate_segmenter(seg, ds, kitti=dataset == "kitti_road", progress=True, bev=bev)
+    else:
+        loader = DataLoader(ds, batch_size=1, shuffle=False, num_workers=0)
+        result = evaluate(model, loader, device, num_classes=len(meta["classes"]), class_names=meta["classes"],
+                          ignore_index=meta["ignore_index"], kitti=dataset == "kitti_road", flip=args.flip,
+                          scales=args.scales, window=window, progress=True, bev=bev)
     print(f"checkpoint: {ckpt}\ndataset: {dataset} split={args.split} images={len(ds)} "
-          f"size={size or 'full'} window={window} flip={args.flip} scales={args.scales} device={device}")
+          f"size={size or 'full'} window={window} flip={args.flip} scales={args.scales} device={device}\n"
+          f"path: {path}")
     if bev is not None:
         print(f"bev: {bev.frames} frames on a {bev.grid.width}x{bev.grid.height} grid of "
               f"{bev.grid.resolution:g} m (x {bev.grid.x_range[0]:g}..{bev.grid.x_range[1]:g} m ahead, "
@@ -268,7 +332,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if bev is not None:
             out["bev"] = {**result["bev"], "images": bev.frames,
                           "skipped": [ds.stem(i) for i in bev.skipped]}
-        out.update(checkpoint=str(ckpt), dataset=dataset, split=args.split, images=len(ds))
+        out.update(checkpoint=str(ckpt), dataset=dataset, split=args.split, images=len(ds), path=path)
+        if node_path:
+            out.update(backend=seg.backend, precision=seg.precision)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -110,6 +110,35 @@ def test_preprocess_resizes_and_normalizes_like_the_definition():
     torch.testing.assert_close(same, (frames.permute(0, 3, 1, 2).float() - mean) / std)
 
 
+def test_opencv_preprocess_is_within_one_grey_level_of_the_float_definition():
+    frames = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 75, 249, 3), dtype=np.uint8))
+    mean, std = np.array([127.0, 120.0, 110.0], np.float32), np.array([128.0, 60.0, 64.0], np.float32)
+    ref, ref_small = ops.preprocess(frames, (38, 125), torch.from_numpy(mean).view(1, 3, 1, 1),
+                                    torch.from_numpy(1 / std).view(1, 3, 1, 1), keep_resized=True)
+    x, small = ops.preprocess_np(frames.numpy(), (38, 125), mean, 1 / std, keep_resized=True)
+    assert x.shape == ref.shape == (2, 3, 38, 125) and x.dtype == torch.float32 and x.is_contiguous()
+    grey = (x - ref).abs() * torch.from_numpy(std).view(1, 3, 1, 1)  # back in grey levels
+    assert float(grey.max()) <= 1.0
+    assert int((small.int() - ref_small.int()).abs().max()) <= 1
+    same, _ = ops.preprocess_np(frames.numpy(), (75, 249), mean, 1 / std)  # no resize: exact
+    torch.testing.assert_close(same, (frames.permute(0, 3, 1, 2).float() - torch.from_numpy(mean).view(1, 3, 1, 1))
+                               / torch.from_numpy(std).view(1, 3, 1, 1))
+
+
+@pytest.mark.parametrize("k", [2, 3, 11])
+def test_opencv_logit_upsampling_gives_the_argmax_of_the_bilinear_logits(k):
+    g = torch.Generator().manual_seed(k)
+    logits = torch.randn(2, k, 19, 62, generator=g) * 3
+    up = torch.nn.functional.interpolate(logits, size=(38, 125), mode="bilinear", align_corners=False)
+    ref = up.argmax(1).numpy()
+    got = ops.upsample_labels_np(logits.numpy(), (38, 125))
+    assert got.shape == ref.shape and got.dtype == np.uint8
+    top2 = up.topk(2, dim=1).values
+    margin = (top2[:, 0] - top2[:, 1]).numpy()
+    assert (got[margin > 1e-4] == ref[margin > 1e-4]).all()  # only float-rounding ties may differ
+    assert (got == ref).mean() > 0.999
+
+
 @pytest.mark.parametrize("upsample", ["logits", "labels"])
 @pytest.mark.parametrize("k", [2, 3])
 def test_postprocess_torch_path_on_cpu_tensors_equals_the_numpy_path(upsample, k):
@@ -120,9 +149,12 @@ def test_postprocess_torch_path_on_cpu_tensors_equals_the_numpy_path(upsample, k
                         upsample, ops.alpha_weight(0.3))
     a = ops.postprocess(logits, rgb, spec, luts(), impl="torch")
     b = ops.postprocess(logits, rgb, spec, luts(), impl="numpy")
-    for key in ("labels", "color", "overlay", "drivable", "confidence"):
-        for j in range(2):
-            np.testing.assert_array_equal(a[key][j].numpy(), b[key][j], err_msg=key)
+    for j in range(2):
+        same = a["labels"][j].numpy() == b["labels"][j]
+        assert same.mean() > 0.99  # OpenCV upsampling: only float-rounding ties may differ
+        for key in ("color", "overlay", "drivable"):
+            np.testing.assert_array_equal(a[key][j].numpy()[same], b[key][j][same], err_msg=key)
+        np.testing.assert_array_equal(a["confidence"][j].numpy(), b["confidence"][j])
     assert a["labels"].shape == (2, 30, 41) and a["color"].shape == (2, 30, 41, 3)
 
 

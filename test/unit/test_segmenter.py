@@ -41,6 +41,8 @@ def test_metadata_comes_from_the_checkpoint(tiny_checkpoint):
 
 def test_bad_settings_are_refused_with_a_reason(tiny_checkpoint):
     with pytest.raises(ValueError, match="precision"):
+        Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", precision="int4")
+    with pytest.raises(ValueError, match="no INT8 model for tiny_kitti.pt .* pspnet quantize --checkpoint"):
         Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", precision="int8")
     with pytest.raises(ValueError, match="inference_size"):
         Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", inference_size=(0, 10))
@@ -110,12 +112,14 @@ def real_frames(kitti_frames):
     return [f for _, f in kitti_frames]
 
 
-def test_gpu_code_path_on_cpu_tensors_equals_the_cpu_path_and_tracks_the_naive_baseline(
+def test_gpu_code_path_on_cpu_tensors_matches_the_cpu_path_and_tracks_the_naive_baseline(
         tiny_checkpoint, real_frames):
-    """The torch ops (what runs on CUDA) on CPU tensors give exactly the numpy/OpenCV fast path's bytes.
+    """The torch ops (what runs on CUDA) on CPU tensors against the numpy/OpenCV fast path.
 
-    And >= 99 % of the naive baseline's labels (which rounds the resized frame to uint8 and resizes
-    labels with OpenCV).
+    The two differ only in the bilinear resizes (OpenCV rounds the downscaled frame to uint8,
+    see ops): labels agree on >= 99.5 % of pixels, and where they agree colour, mask and overlay
+    are the same bytes. And >= 99 % of the naive baseline's labels (which rounds the resized
+    frame to uint8 and resizes labels with OpenCV).
     """
     gpu_path = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", backend="torch", ops_impl="torch")
     cpu_path = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", backend="torch", ops_impl="numpy")
@@ -124,8 +128,12 @@ def test_gpu_code_path_on_cpu_tensors_equals_the_cpu_path_and_tracks_the_naive_b
         a = gpu_path.predict(real_frames, upsample=up)
         b = cpu_path.predict(real_frames, upsample=up)
         for ra, rb in zip(a, b):
-            for k in ("labels", "color", "overlay", "drivable", "confidence"):
-                np.testing.assert_array_equal(getattr(ra, k), getattr(rb, k), err_msg=f"{up} {k}")
+            same = ra.labels == rb.labels
+            assert same.mean() >= 0.995, f"{up}: labels agree on {100 * same.mean():.2f} %"
+            for k in ("color", "overlay", "drivable"):
+                np.testing.assert_array_equal(getattr(ra, k)[same], getattr(rb, k)[same], err_msg=f"{up} {k}")
+            conf = np.abs(ra.confidence.astype(int) - rb.confidence)
+            assert np.percentile(conf, 99) <= 2, f"{up}: confidence differs by {conf.max()}"
     for f, r in zip(real_frames, b):
         ref = naive(f)
         assert r.labels.shape == ref["labels"].shape == f.shape[:2]
