@@ -37,7 +37,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="auto",
                    help="checkpoint .pt, 'auto' (shipped model for the device) or 'random-light'")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 (half needs CUDA)")
+    p.add_argument("--precision", default="auto", help="auto, fp32, fp16, bf16, int8 (auto: int8 on CPU "
+                   "when the model has its accuracy-checked .int8.onnx)")
+    p.add_argument("--backend", default="auto", help="auto, torch, onnxruntime, openvino")
     p.add_argument("--inference-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="network input size (default: the checkpoint's)")
     p.add_argument("--rates", default="30,200", help="comma-separated input rates in Hz")
@@ -47,6 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for inference in both paths (default: torch's default)")
     p.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: from the pid)")
+    p.add_argument("--json", default=None, help="write the rows (with the node's stage table) here")
     return p
 
 
@@ -111,7 +114,7 @@ class EnginePath:
 
         self.frames, self.args = frames, args
         self.seg = Segmenter.from_checkpoint(
-            str(checkpoint), device=args.device, precision=args.precision,
+            str(checkpoint), device=args.device, precision=args.precision, backend=args.backend,
             inference_size=tuple(args.inference_size) if args.inference_size else None,
             num_threads=args.threads)
 
@@ -169,6 +172,7 @@ class NodePath:
         size = list(args.inference_size) if args.inference_size else [0, 0]
         params = write_params(self.tmp / "params.yaml", {
             "checkpoint": str(checkpoint), "device": args.device, "precision": args.precision,
+            "backend": args.backend, "inference_threads": args.threads or 0,
             "inference_size": size, "diagnostics_period": 5.0})
         self.node = NodeProcess(params, self.tmp / "node.log", env, cwd=REPO)
         self.proc = self.node.proc
@@ -191,6 +195,10 @@ class NodePath:
         self.lat: List[float] = []
         self.measuring = False
         node.create_subscription(Image, "/segmentation/labels", self._on_labels, reliable)
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.diag: Dict[str, str] = {}
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.msgs = []
         for f in frames:
             m = Image(height=f.shape[0], width=f.shape[1], encoding="rgb8", step=f.shape[1] * 3)
@@ -204,6 +212,22 @@ class NodePath:
         if self.measuring:
             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
             self.lat.append((time.time_ns() - stamp) / 1e6)
+
+    def _on_diag(self, msg) -> None:
+        for st in msg.status:
+            if st.values and self.measuring:
+                self.diag = {kv.key: kv.value for kv in st.values}
+
+    def stages(self) -> Dict[str, Optional[float]]:
+        """Per-frame ms of the node's stages from its last /diagnostics while measuring."""
+        out: Dict[str, Optional[float]] = {}
+        for k, v in self.diag.items():
+            if (k.startswith("stage ") or k.startswith("node ")) and k.endswith("(ms)"):
+                try:
+                    out[k[:-5]] = float(v)
+                except ValueError:
+                    out[k[:-5]] = None
+        return out
 
     def wait_ready(self, timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
@@ -225,6 +249,7 @@ class NodePath:
         for i in paced(rate, args.warmup):
             self._publish(i)
         time.sleep(1.0)
+        self.diag = {}
         self.measuring = True
         sent = 0
         t0 = time.perf_counter()
@@ -236,7 +261,7 @@ class NodePath:
         self.measuring = False
         lat = list(self.lat)
         return dict(path="node over DDS", rate=rate, sent=sent, results=len(lat), fps=len(lat) / elapsed,
-                    dropped=sent - len(lat), **percentiles(lat))
+                    dropped=sent - len(lat), stages=self.stages(), **percentiles(lat))
 
     def close(self) -> None:
         self.node.stop()
@@ -284,7 +309,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for e, n in zip(engine_rows, node_rows):
         ratio = n["fps"] / e["fps"] if e["fps"] else float("nan")
         extra = (n["p50"] - e["p50"]) if n["p50"] is not None and e["p50"] is not None else None
-        print(f"at {e['rate']:g} Hz: node/engine throughput {ratio:.2f}, ROS adds {fmt(extra)} ms at p50")
+        answered = 100.0 * n["results"] / n["sent"] if n["sent"] else float("nan")
+        print(f"at {e['rate']:g} Hz: node answered {answered:.1f} % of frames, node/engine throughput "
+              f"{ratio:.2f}, ROS adds {fmt(extra)} ms at p50")
+    names = sorted({k for n in node_rows for k in n["stages"]})
+    if names:
+        print("\nnode stages (ms per frame, from its /diagnostics while measuring; node receive/publish = "
+              "the node's own work outside the engine)")
+        print("| input (Hz) | " + " | ".join(names) + " |")
+        print("|---:|" + "---:|" * len(names))
+        for n in node_rows:
+            print(f"| {n['rate']:g} | " + " | ".join(fmt(n["stages"].get(k), 2) for k in names) + " |")
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({
+            "model": seg.model_name, "backend": seg.backend, "precision": seg.precision,
+            "inference_size": list(seg.inference_size), "frame_size": [h, w], "rows": rows,
+            "command": "benchmarks/ros_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -162,7 +162,7 @@ def _output_msgs(result, in_header, ts) -> Dict[str, object]:
 
 
 def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device: str = "auto",
-                precision: str = "fp32", inference_size=None, image_topics: Sequence[str] = (),
+                precision: str = "auto", backend: str = "auto", inference_size=None, image_topics: Sequence[str] = (),
                 fmt: Optional[str] = None, output_resolution: str = "input",
                 confidence: bool = False, overlay_alpha: float = 0.5,
                 drivable_classes: Optional[Sequence[str]] = None, batch: int = 1,
@@ -198,8 +198,8 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
         fmt = fmt or (bc.default_format(distro) if distro == "humble" else bc.bag_format(in_bag))
         dev = resolve_device(device)
         ckpt = resolve_checkpoint(checkpoint, device=dev)
-        seg = Segmenter.from_checkpoint(str(ckpt), device=dev, precision=precision,
-                                        inference_size=inference_size)
+        seg = Segmenter.from_checkpoint(str(ckpt), device=dev, precision=precision, backend=backend,
+                                        inference_size=inference_size, max_batch=batch)
         outputs = {"labels", "color", "overlay", "drivable"}
         if confidence:
             outputs.add("confidence")
@@ -430,7 +430,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="auto",
                    help="checkpoint file, or auto for the shipped KITTI road model")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16 (CUDA)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16", "int8"),
+                   help="auto: int8 on CPU when the checkpoint's accuracy-checked .int8.onnx exists, else "
+                        "fp32; fp16/bf16 on CUDA")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"))
     p.add_argument("--inference-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="network input size (default: the checkpoint's)")
     p.add_argument("--output-resolution", choices=("input", "network"), default="input")
@@ -453,11 +456,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from pspnet_ros.inference.quantize import Int8Unavailable
+
     args = get_args_parser().parse_args(argv)
     try:
         summary = process_bag(
             args.in_bag, args.out, checkpoint=args.checkpoint, device=args.device,
-            precision=args.precision,
+            precision=args.precision, backend=args.backend,
             inference_size=tuple(args.inference_size) if args.inference_size else None,
             image_topics=args.image_topic, fmt=args.format,
             output_resolution=args.output_resolution, confidence=args.confidence,
@@ -474,7 +479,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                            "outputs (metadata custom_data pspnet.complete=false); run again to "
                            "process the rest", args.out, s.frames_written, s.frames_total)
         return 130
-    except (bc.BagError, InputError, FileNotFoundError) as exc:
+    except (bc.BagError, InputError, FileNotFoundError, Int8Unavailable) as exc:
         LOGGER.error("%s", exc)
         return 1
     except Exception as exc:  # noqa: BLE001 - report, the partial output is already removed

@@ -556,4 +556,5 @@ class RealtimeEngine:
             "batch_mean": round(float(np.mean(sizes)), 2) if sizes else None,
             "device": str(self._dev.device), "backend": self.seg.backend,
             "precision": self.seg.precision, "gpu_memory_mb": gpu_mb,
+            "cpu_threads": getattr(self.seg, "num_threads", None),
         }

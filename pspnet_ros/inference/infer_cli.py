@@ -33,9 +33,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="checkpoint file, or 'auto' for the shipped model of --dataset for the device")
     p.add_argument("--dataset", default="kitti_road", help="dataset of the shipped model ('auto')")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16", "int8"),
+                   help="auto: int8 on CPU when the checkpoint's accuracy-checked .int8.onnx exists, else fp32")
     p.add_argument("--size", default=None, help="inference size HxW (default: the checkpoint's)")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"))
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"))
     p.add_argument("--outputs", default="labels,color,overlay,mosaic",
                    help=f"comma-separated subset of {','.join(CHOICES)}")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay colour weight 0..1")

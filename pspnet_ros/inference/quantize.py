@@ -137,7 +137,7 @@ def calibration_inputs(meta: Mapping[str, Any], size: Size, dataset: str, root: 
 
 def quantize_onnx(fp32: bytes, inputs: Sequence[np.ndarray], *, method: str = "minmax",
                   per_channel: bool = True) -> bytes:
-    """Static INT8 QDQ quantization of an fp32 ONNX graph, calibrated on ``inputs``."""
+    """Quantize an fp32 ONNX graph to static INT8 QDQ, calibrated on ``inputs``."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process

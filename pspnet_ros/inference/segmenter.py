@@ -26,7 +26,7 @@ from ..paths import resolve_device
 from . import ops
 from .inputs import validate_frame
 from .quantize import Int8Unavailable, accuracy_holds, load_int8
-from .runners import AMP_DTYPES, OpenVinoRunner, OrtRunner, TorchRunner, fp32_onnx
+from .runners import OpenVinoRunner, OrtRunner, TorchRunner, fp32_onnx
 from .timing import StageClock
 from .types import DEFAULT_MAX_PIXELS, FrameResult, check_outputs
 

@@ -129,6 +129,9 @@ class Window:
     latency_p95_ms: Optional[float]
     last_error: str = ""
     camera_hz: Optional[float] = None  # from the stamps (StampGapMeter.period)
+    # mean ms per frame of the node's own work outside the engine: "receive" (message -> numpy
+    # view -> submit, executor thread) and "publish" (outputs -> messages -> DDS, worker thread)
+    node_ms: Dict[str, float] = field(default_factory=dict)
 
     @property
     def input_hz(self) -> float:
@@ -155,6 +158,7 @@ class CameraStats:
     _last_counts: Dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     _last_dropped: int = 0
     _last_time: float = field(default_factory=time.monotonic)
+    _stages: Dict[str, Tuple[float, int]] = field(default_factory=dict)
 
     def count(self, key: str, n: int = 1, error: Optional[str] = None) -> None:
         with self._lock:
@@ -165,6 +169,12 @@ class CameraStats:
     def add_latency(self, ms: float) -> None:
         with self._lock:
             self.latencies.append(ms)
+
+    def add_stage(self, name: str, ms: float) -> None:
+        """Add one frame's time (ms) in a node stage (``receive`` or ``publish``)."""
+        with self._lock:
+            total, n = self._stages.get(name, (0.0, 0))
+            self._stages[name] = (total + ms, n + 1)
 
     def window(self, dropped_total: int, camera_period: Optional[float] = None) -> Window:
         """Deltas since the previous call; latency percentiles over the samples in between."""
@@ -178,10 +188,12 @@ class CameraStats:
             dropped = max(dropped_total - self._last_dropped, 0)
             self._last_counts, self._last_dropped, self._last_time = total, dropped_total, now
             last_error, self.last_error = self.last_error, ""
+            stages = {k: t / n for k, (t, n) in self._stages.items() if n}
+            self._stages = {}
         p50 = float(np.percentile(lat, 50)) if lat.size else None
         p95 = float(np.percentile(lat, 95)) if lat.size else None
         return Window(period, delta, total, dropped, dropped_total, p50, p95, last_error,
-                      1.0 / camera_period if camera_period else None)
+                      1.0 / camera_period if camera_period else None, stages)
 
 
 def assess(w: Window, paused: bool, input_topic: str) -> Tuple[int, str]:
@@ -256,8 +268,13 @@ def build_status(name: str, hardware_id: str, w: Window, paused: bool, input_top
     ]
     for stage, ms in sorted((engine_stats.get("stages_ms") or {}).items()):
         values.append((f"stage {stage} (ms)", float(ms) if ms is not None else None))
+    for stage in ("receive", "publish"):  # the node's own per-frame work, outside the engine
+        values.append((f"node {stage} (ms)", w.node_ms.get(stage)))
     values += [
         ("device", engine_stats.get("device", "")),
+        ("backend", engine_stats.get("backend", "")),
+        ("precision", engine_stats.get("precision", "")),
+        ("inference threads", engine_stats.get("cpu_threads")),
         ("gpu memory (MB)", engine_stats.get("gpu_memory_mb")),
         ("model", model),
         ("inference size", f"{inference_size[0]}x{inference_size[1]}"),

@@ -124,11 +124,13 @@ def default_engine_factory(p: node_params.NodeParams, on_result: Callable[[Any],
 
     try:
         seg = Segmenter.from_checkpoint(str(path), device=device, precision=p.precision,
-                                        inference_size=p.inference_size)
+                                        inference_size=p.inference_size, backend=p.backend,
+                                        num_threads=p.inference_threads or None, max_batch=p.max_batch)
     except CheckpointError as exc:
         raise StartupError(f"parameter 'checkpoint': {exc}") from None
     except (ValueError, RuntimeError) as exc:
-        raise StartupError(f"cannot load {path} on {device} ({p.precision}): {exc}") from None
+        raise StartupError(f"cannot load {path} on {device} (precision {p.precision}, backend {p.backend}): "
+                           f"{exc}") from None
     drivable = resolve_drivable(p.drivable_classes, seg.classes, seg.meta) or None
     cfg = EngineConfig(drop_policy=p.drop_policy, output_resolution=p.output_resolution,
                        overlay_alpha=p.overlay_alpha, drivable_classes=drivable,
@@ -253,7 +255,9 @@ class _SegmentationCore:
         device = getattr(self._seg, "device", "?")
         self.get_logger().info(
             f"model {self._model_name} ({len(self._classes)} classes: {', '.join(self._classes)}) "
-            f"on {device}, inference size {self._inference_size[0]}x{self._inference_size[1]}, "
+            f"on {device} ({getattr(self._seg, 'backend', '?')} {getattr(self._seg, 'precision', '?')}"
+            + (f", {self._seg.precision_note}" if getattr(self._seg, "precision_note", "") else "")
+            + f"), inference size {self._inference_size[0]}x{self._inference_size[1]}, "
             f"serving {len(self._cameras)} camera(s): "
             + ", ".join(c.input_topic for c in self._cameras))
 
@@ -463,6 +467,7 @@ class _SegmentationCore:
             f"frame_id '{header.frame_id}'): {exc}{more}")
 
     def _on_image(self, cam: Camera, msg: Image, info: Optional[Dict[str, Any]] = None) -> None:
+        t0 = time.perf_counter()
         outputs = self._admit(cam, msg.header, info)
         if outputs is None:
             return
@@ -476,6 +481,7 @@ class _SegmentationCore:
         self._submit(cam, lambda: self._engine.submit(frame.array, _stamp(msg.header), source_id=cam.source_id,
                                                       bgr=frame.bgr, context=ctx, outputs=outputs,
                                                       block=False))
+        cam.stats.add_stage("receive", (time.perf_counter() - t0) * 1000.0)
 
     def _on_compressed(self, cam: Camera, msg: CompressedImage, info: Optional[Dict[str, Any]] = None) -> None:
         outputs = self._admit(cam, msg.header, info)
@@ -521,7 +527,9 @@ class _SegmentationCore:
             cam.stats.count("deactivated")
             return
         try:
+            t0 = time.perf_counter()
             self._publish_result(cam, ctx, res)
+            cam.stats.add_stage("publish", (time.perf_counter() - t0) * 1000.0)
         except Exception as exc:  # noqa: BLE001 (a publishing problem must not kill the engine worker)
             if self._closing:
                 return

@@ -17,7 +17,8 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 CHOICES: Dict[str, Tuple[str, ...]] = {
-    "precision": ("fp32", "fp16", "bf16"),
+    "precision": ("auto", "fp32", "fp16", "bf16", "int8"),
+    "backend": ("auto", "torch", "onnxruntime", "openvino"),
     "output_resolution": ("input", "network"),
     "drop_policy": ("latest", "queue"),
     "input_transport": ("raw", "compressed"),
@@ -40,7 +41,9 @@ class NodeParams:
 
     checkpoint: str = "auto"
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
+    backend: str = "auto"
+    inference_threads: int = 0  # 0: all cores
     inference_size: Optional[Tuple[int, int]] = None  # None: the checkpoint's input_size
     output_resolution: str = "input"
     overlay_alpha: float = 0.5
@@ -79,8 +82,16 @@ _SPECS: Dict[str, Tuple[int, Any, str, Optional[Tuple[float, float]]]] = {
                    "Model checkpoint (.pt) path, or 'auto' for the shipped KITTI road model for the "
                    "device (light model on CPU, strongest on CUDA).", None),
     "device": (_T.PARAMETER_STRING, "auto", "Inference device: auto, cpu, cuda or cuda:N.", None),
-    "precision": (_T.PARAMETER_STRING, "fp32",
-                  "Inference precision: fp32, fp16 or bf16 (half precision needs CUDA).", None),
+    "precision": (_T.PARAMETER_STRING, "auto",
+                  "Inference precision: auto, fp32, fp16, bf16 or int8. auto: on CPU int8 when the "
+                  "checkpoint's accuracy-checked .int8.onnx exists (pspnet quantize), else fp32; fp32 "
+                  "on CUDA. int8 runs on CPU (onnxruntime/openvino); fp16 needs CUDA.", None),
+    "backend": (_T.PARAMETER_STRING, "auto",
+                "Inference runtime: auto, torch, onnxruntime or openvino. auto: the fastest installed "
+                "CPU runtime for the precision (measured, see the README), torch on CUDA.", None),
+    "inference_threads": (_T.PARAMETER_INTEGER, 0,
+                          "CPU threads of the inference runtime, 0 = all cores. The runtimes do not "
+                          "busy-wait, so the executor and DDS threads get the cores between frames.", None),
     "inference_size": (_T.PARAMETER_INTEGER_ARRAY, [0, 0],
                        "Network input size [height, width] in pixels; [0, 0] uses the size the "
                        "checkpoint was trained for. Smaller is faster.", None),
@@ -162,7 +173,8 @@ _SPECS: Dict[str, Tuple[int, Any, str, Optional[Tuple[float, float]]]] = {
                           "from above: forward right, left up; 255 drivable, 0 not, 128 unknown).", None),
 }
 # integer parameters -> inclusive range
-_INT_RANGES: Dict[str, Tuple[int, int]] = {"max_batch": (1, 16), "max_consecutive_failures": (0, 100000)}
+_INT_RANGES: Dict[str, Tuple[int, int]] = {"max_batch": (1, 16), "max_consecutive_failures": (0, 100000),
+                                           "inference_threads": (0, 256)}
 
 
 def field_name(name: str) -> str:

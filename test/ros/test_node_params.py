@@ -33,7 +33,8 @@ def _flatten(tree, prefix=""):
 def test_every_parameter_has_a_descriptor_and_the_issue_list_is_complete():
     names = set(P.default_values())
     assert {f.name for f in fields(P.NodeParams)} == {P.field_name(n) for n in names}
-    assert names == {"checkpoint", "device", "precision", "inference_size", "output_resolution",
+    assert names == {"checkpoint", "device", "precision", "backend", "inference_threads", "inference_size",
+                     "output_resolution",
                      "overlay_alpha", "drivable_classes", "publish_color", "publish_overlay",
                      "publish_drivable", "publish_confidence", "max_rate", "drop_policy",
                      "input_transport", "qos_reliability", "cameras", "compile", "cuda_graphs",
@@ -70,7 +71,9 @@ def test_config_file_documents_every_parameter_with_its_default():
 @pytest.mark.parametrize("name,value,fragment", [
     ("overlay_alpha", 1.2, "between 0.0 and 1.0"),
     ("max_rate", -1.0, "between 0.0 and 1000.0"),
-    ("precision", "int8", "one of: fp32, fp16, bf16"),
+    ("precision", "int4", "one of: auto, fp32, fp16, bf16, int8"),
+        ("backend", "tensorrt", "one of: auto, torch, onnxruntime, openvino"),
+        ("inference_threads", -1, "integer from 0 to 256"),
     ("device", "gpu", "cuda:N"),
     ("inference_size", [96], "[height, width]"),
     ("inference_size", [8, 8], "between 16 and 8192"),

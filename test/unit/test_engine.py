@@ -310,8 +310,8 @@ def test_network_output_resolution(seg):
     assert results[0].labels.shape == SMALL and results[0].overlay.shape == SMALL + (3,)
 
 
-def test_gpu_pipeline_code_path_on_cpu_tensors_matches_predict(seg_torch_ops, seg):
-    """The CUDA path run with CPU no-op streams gives exactly what the synchronous CPU path gives.
+def test_gpu_pipeline_code_path_on_cpu_tensors_matches_predict(seg_torch_ops):
+    """The CUDA path run with CPU no-op streams gives exactly what synchronous predict gives (same ops).
 
     The CUDA path: pinned ring, three streams, events, pipeline depth 2, torch ops.
     """
@@ -332,7 +332,7 @@ def test_gpu_pipeline_code_path_on_cpu_tensors_matches_predict(seg_torch_ops, se
         stats = eng.stats()
     assert not errors
     assert [r.stamp for r in results] == list(range(7))
-    expected = seg.predict(frames + frames[:1] + frames[:2], outputs={"labels", "color", "overlay",
+    expected = seg_torch_ops.predict(frames + frames[:1] + frames[:2], outputs={"labels", "color", "overlay",
                                                                       "drivable", "confidence"})
     for r, e in zip(results, expected):
         for k in ("labels", "color", "overlay", "drivable", "confidence"):
