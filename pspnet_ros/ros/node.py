@@ -438,6 +438,13 @@ class _SegmentationCore:
         """Count the frame; the outputs to compute, or None when it is not to be processed."""
         stats = cam.stats
         stats.count("received")
+        if info:
+            # Where the RMW stamps samples (rclpy message info, system clock ns): the middleware's
+            # transfer time and how long the sample waited for the executor.
+            sent, got = info.get("source_timestamp") or 0, info.get("received_timestamp") or 0
+            if sent > 0 and got >= sent:
+                stats.add_stage("dds transfer", (got - sent) / 1e6)
+                stats.add_stage("executor wait", max(time.time_ns() - got, 0) / 1e6)
         seq = info.get("publication_sequence_number") if info else None
         gid = info.get("publisher_gid") if info else None
         lost = cam.loss.image(_stamp(header), seq=seq, publisher=repr(gid) if gid is not None else "")
