@@ -29,7 +29,8 @@ def publish(h: int, w: int, seconds: float, domain: int) -> None:
 
     rclpy.init(domain_id=domain)
     node = rclpy.create_node("rclpy_wait_pub")
-    pub = node.create_publisher(Image, "/rclpy_wait/image", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    pub = node.create_publisher(Image, "/rclpy_wait/image", qos)
     msg = Image(height=h, width=w, encoding="rgb8", step=w * 3)
     msg.header.frame_id = "camera"
     data = array.array("B")

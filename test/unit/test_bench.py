@@ -59,3 +59,26 @@ def test_bench_without_a_shipped_model_says_what_to_do(tmp_path, monkeypatch, ca
     monkeypatch.setenv("PSPNET_MODELS_DIR", str(tmp_path))
     assert bench.main(["--device", "cpu"]) == 2
     assert "--arch mobilenetv3_large" in capsys.readouterr().err
+
+
+def test_bench_compare_measures_each_backend_and_precision_in_one_run(tmp_path, tiny_checkpoint, folder, capsys):
+    """--compare: one row per (backend, precision) that can be built, the auto choice first.
+
+    The tiny checkpoint has no INT8 model: the int8 rows are named as not measured, with why.
+    """
+    out = tmp_path / "cmp.json"
+    rc = bench.main(["--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--size", "32x96", "--compare",
+                     "--frames", "2", "--naive-frames", "2", "--latency-frames", "1", "--rounds", "1",
+                     "--input", str(folder), "--threads", "1", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    rows = [(r["backend"], r["precision"]) for r in res["table"]]
+    assert rows[0] == ("onnxruntime", "fp32")  # auto on CPU without an INT8 model: fp32, ONNX Runtime
+    assert set(rows) == {("onnxruntime", "fp32"), ("openvino", "fp32"), ("torch", "fp32")}
+    assert (res["backend"], res["precision"]) == rows[0] and res["engine_fps"] == res["table"][0]["engine_fps"]
+    for r in res["table"]:
+        assert r["engine_fps"] > 0 and r["ratio"] == pytest.approx(r["engine_fps"] / res["naive_fps"], rel=0.01)
+        assert f"engine {r['backend']} {r['precision']}" in text
+    assert len(res["not_measured"]) == 2 and all("no INT8 model" in w for w in res["not_measured"])
+    assert "not measured: onnxruntime int8" in text
