@@ -2,11 +2,12 @@
 
 The checkpoint's fp32 ONNX export is quantized with ONNX Runtime's static quantizer: QDQ format,
 per-channel symmetric int8 weights, uint8 activations whose ranges are calibrated on training
-frames preprocessed exactly as the node preprocesses camera frames (:func:`.ops.preprocess` on
-the full frame). The result, ``<checkpoint stem>.int8.onnx`` next to the checkpoint, holds the
-model metadata (``pspnet_meta``, as ``pspnet export`` writes it) and the quantization record
-(``pspnet_int8``: the checkpoint's SHA-256, the inference size, the calibration frames and
-method, the tool versions and the accuracy check). ONNX Runtime and OpenVINO both run it.
+frames preprocessed exactly as the node preprocesses camera frames on CPU
+(:func:`.ops.preprocess_np` on the full frame). The result, ``<checkpoint stem>.int8.onnx``
+next to the checkpoint, holds the model metadata (``pspnet_meta``, as ``pspnet export`` writes
+it) and the quantization record (``pspnet_int8``: the checkpoint's SHA-256, the inference
+size, the calibration frames and method, the tool versions and the accuracy check). ONNX
+Runtime and OpenVINO both run it.
 
 The accuracy check evaluates the node's path (:func:`..training.evaluate.evaluate_segmenter`) on
 the validation split in fp32 and in INT8. ``precision: auto`` on CPU picks INT8 only when the
@@ -111,11 +112,9 @@ def calibration_inputs(meta: Mapping[str, Any], size: Size, dataset: str, root: 
                        split: str = "train", frames: int = 64) -> Tuple[List[np.ndarray], List[str]]:
     """Network inputs (1, 3, h, w) float32 for ``frames`` evenly spaced frames of ``split``.
 
-    Preprocessed by :func:`.ops.preprocess` from the full-resolution frame, as the node does.
-    Returns the inputs and the frames' stems (recorded in the INT8 file).
+    Preprocessed from the full-resolution frame by :func:`.ops.preprocess_np`, the CPU path
+    the node runs INT8 with. Returns the inputs and the frames' stems (recorded in the INT8 file).
     """
-    import torch
-
     from ..data.datasets import build_dataset
     from . import ops
 
@@ -124,12 +123,12 @@ def calibration_inputs(meta: Mapping[str, Any], size: Size, dataset: str, root: 
         raise ValueError(f"{dataset} {split} has no frames under {root}")
     n = min(int(frames), len(ds))
     idx = sorted({int(round(i * (len(ds) - 1) / max(1, n - 1))) for i in range(n)})
-    mean255 = torch.tensor(meta["mean"], dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    inv_std255 = 1.0 / (torch.tensor(meta["std"], dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+    mean255 = np.asarray(meta["mean"], np.float32) * 255.0
+    inv_std255 = 1.0 / (np.asarray(meta["std"], np.float32) * 255.0)
     inputs, stems = [], []
     for i in idx:
         image, _ = ds.load(i)
-        x, _ = ops.preprocess(torch.from_numpy(np.ascontiguousarray(image))[None], size, mean255, inv_std255)
+        x, _ = ops.preprocess_np(np.ascontiguousarray(image)[None], size, mean255, inv_std255)
         inputs.append(np.ascontiguousarray(x.numpy()))
         stems.append(ds.stem(i))
     return inputs, stems
