@@ -287,7 +287,7 @@ def postprocess(logits: torch.Tensor, rgb: Optional[torch.Tensor], spec: PostSpe
     # The numpy path upsamples for the labels with OpenCV; the full upsampled logits only when
     # confidence or probabilities are asked for.
     np_labels = impl == "numpy" and spec.upsample == "logits" and need_up
-    if (spec.upsample == "logits" and not (np_labels and "confidence" not in want)) or "probs" in want:
+    if "probs" in want or (spec.upsample == "logits" and ("confidence" in want or not np_labels)):
         up = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False) if need_up else logits
     if spec.upsample == "logits":
         labels = torch.from_numpy(upsample_labels_np(logits.numpy(), out_size)) if np_labels else argmax_labels(up)

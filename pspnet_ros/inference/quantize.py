@@ -59,11 +59,11 @@ def sha256_file(path: Union[str, Path]) -> str:
     return h.hexdigest()
 
 
-def read_record(path: Union[str, Path]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Return (model metadata, quantization record) stored in an INT8 ONNX file."""
+def read_record(path: Union[str, Path], data: Optional[bytes] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Return (model metadata, quantization record) stored in an INT8 ONNX file (or its ``data``)."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    proto = onnx.load_from_string(data) if data is not None else onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in proto.metadata_props}
     if RECORD_KEY not in props or META_KEY not in props:
         raise Int8Unavailable(f"{path} has no {RECORD_KEY}/{META_KEY} metadata: not written by pspnet quantize")
@@ -90,8 +90,9 @@ def load_int8(checkpoint: Union[str, Path], size: Sequence[int], *,
     fix = f"pspnet quantize --checkpoint {checkpoint} --size {size[0]}x{size[1]}"
     if not path.is_file():
         raise Int8Unavailable(f"no INT8 model for {checkpoint.name} ({path} does not exist); make one with: {fix}")
+    data = path.read_bytes()
     try:
-        _, record = read_record(path)
+        _, record = read_record(path, data)
     except Int8Unavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse problem: name the file
@@ -102,7 +103,7 @@ def load_int8(checkpoint: Union[str, Path], size: Sequence[int], *,
     if list(record.get("input_size", [])) != [int(v) for v in size]:
         raise Int8Unavailable(f"{path} is for inference size {record.get('input_size')}, not "
                               f"{list(size)}; quantize for this size with: {fix}")
-    return path.read_bytes(), record
+    return data, record
 
 
 # ----------------------------------------------------------------------------- calibration

@@ -38,8 +38,8 @@ BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 #: backend ``auto`` on CPU, per precision, fastest first (``pspnet bench --compare`` and
 #: benchmarks/ros_bench.py on the 2-core development CPU, 2026-12-02, README "CPU backends"): int8
-#: OpenVINO (engine 55.6-58.8 fps vs ONNX Runtime 48.8-56.1, node p50 47 vs 51 ms at 10 Hz), fp32
-#: ONNX Runtime (23.6-24.2 vs 19.9-20.8 fps). The first one installed that builds is used.
+#: OpenVINO (a near tie: ahead in 3 of 5 engine runs and at batch 1, node p50 47 vs 51 ms at
+#: 10 Hz), fp32 ONNX Runtime (ahead in 4 of 5). The first one installed that builds is used.
 CPU_BACKEND_ORDER = {"fp32": ("onnxruntime", "openvino", "torch"), "int8": ("openvino", "onnxruntime"),
                      "bf16": ("torch",), "fp16": ("torch",)}
 
@@ -136,7 +136,6 @@ class Segmenter:
                 raise ValueError("the checkpoint metadata has no input_size; pass inference_size=(h, w)")
             inference_size = meta["input_size"]
         self.inference_size: Size = parse_size(inference_size)
-        self.requested_precision, self.requested_backend = precision, backend
         self.model_name = name or str(meta.get("name")
                                       or f"{meta['arch']}_{meta['arch_kwargs'].get('backbone', '')}".rstrip("_"))
         if num_threads is not None:
@@ -164,13 +163,15 @@ class Segmenter:
         self.int8_record: Optional[Dict[str, Any]] = None
         self.precision_note = ""
         self.runner: Union[TorchRunner, OrtRunner, OpenVinoRunner]
-        self.precision = self._resolve_precision(precision, checkpoint_path, int8_model)
-        self.runner = self._build_runner(backend, cache_key, max_batch)
+        self.precision, int8_bytes = self._resolve_precision(precision, checkpoint_path, int8_model)
+        self.runner = self._build_runner(backend, cache_key, max_batch, int8_bytes)
         self.backend = self.runner.name
 
-    def _resolve_precision(self, precision: str, checkpoint_path, int8_model) -> str:
-        """``auto``: INT8 on CPU when the checkpoint's INT8 model exists and passed its check, else fp32."""
-        self._int8_bytes: Optional[bytes] = None
+    def _resolve_precision(self, precision: str, checkpoint_path, int8_model) -> Tuple[str, Optional[bytes]]:
+        """Return (precision, INT8 model bytes or None).
+
+        ``auto``: INT8 on CPU when the checkpoint's INT8 model exists and passed its check, else fp32.
+        """
         if precision in ("auto", "int8") and not self.is_cuda:
             try:
                 if checkpoint_path is None:
@@ -182,18 +183,20 @@ class Segmenter:
             except Int8Unavailable as exc:
                 if precision == "int8":
                     raise
-                self.precision_note = f"fp32 (no INT8: {exc})"
-                log.info("precision auto -> %s", self.precision_note)
-                return "fp32"
-            self._int8_bytes, self.int8_record = data, record
-            self.precision_note = "int8" + (f" ({why})" if precision == "auto" else "")
-            return "int8"
+                self.precision_note = f"auto: no INT8 ({exc})"
+                log.info("precision fp32, %s", self.precision_note)
+                return "fp32", None
+            self.int8_record = record
+            if precision == "auto":
+                self.precision_note = f"auto: {why}"
+            return "int8", data
         if precision == "int8":
             raise ValueError("precision int8 runs on CPU backends (onnxruntime, openvino), not on "
                              f"{self.device}; use fp16/bf16 on CUDA")
-        return "fp32" if precision == "auto" else precision
+        return ("fp32" if precision == "auto" else precision), None
 
-    def _build_runner(self, backend: str, cache_key: Optional[Tuple], max_batch: int):
+    def _build_runner(self, backend: str, cache_key: Optional[Tuple], max_batch: int,
+                      int8_bytes: Optional[bytes]):
         precision = self.precision
         if backend == "auto":
             order = ("torch",) if self.is_cuda else CPU_BACKEND_ORDER[precision]
@@ -210,12 +213,11 @@ class Segmenter:
                 raise ValueError(f"backend {backend} does not run precision {precision}")
         if backend == "torch" and precision == "int8":
             raise ValueError("precision int8 needs backend onnxruntime or openvino (or auto), not torch")
-        errors = []
         for i, name in enumerate(order):
             try:
                 if name == "torch":
                     return TorchRunner(self.model, self.device, precision, self.channels_last)
-                data = self._int8_bytes if precision == "int8" else fp32_onnx(
+                data = int8_bytes if precision == "int8" else fp32_onnx(
                     self.model, self.inference_size, cache_key=cache_key)
                 if name == "onnxruntime":
                     return OrtRunner(data, self.inference_size, self.num_threads, precision)
@@ -223,8 +225,8 @@ class Segmenter:
             except Exception as exc:  # noqa: BLE001 - auto: any export/runtime problem, try the next backend
                 if backend != "auto" or i == len(order) - 1:
                     raise
-                errors.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-                log.warning("backend %s unavailable (%s); trying %s", name, errors[-1], order[i + 1])
+                log.warning("backend %s unavailable (%s: %s); trying %s", name, type(exc).__name__,
+                            str(exc).splitlines()[0] if str(exc) else "", order[i + 1])
         raise AssertionError("unreachable")
 
     @classmethod

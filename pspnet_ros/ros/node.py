@@ -256,7 +256,7 @@ class _SegmentationCore:
         self.get_logger().info(
             f"model {self._model_name} ({len(self._classes)} classes: {', '.join(self._classes)}) "
             f"on {device} ({getattr(self._seg, 'backend', '?')} {getattr(self._seg, 'precision', '?')}"
-            + (f", {self._seg.precision_note}" if getattr(self._seg, "precision_note", "") else "")
+            + (f"; {self._seg.precision_note}" if getattr(self._seg, "precision_note", "") else "")
             + f"), inference size {self._inference_size[0]}x{self._inference_size[1]}, "
             f"serving {len(self._cameras)} camera(s): "
             + ", ".join(c.input_topic for c in self._cameras))

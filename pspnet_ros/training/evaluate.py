@@ -147,6 +147,12 @@ def evaluate(model, loader, device, *, num_classes: int, class_names: Sequence[s
             for j in range(image.shape[0]):
                 bev.update(seen + j, probs[j, 1], mask[j], ignore_index)
         seen += image.shape[0]
+    return _results(cm, pr, bev, class_names)
+
+
+def _results(cm: ConfusionMatrix, pr: Optional[BinaryPRCurve], bev: Optional[KittiBevEval],
+             class_names: Sequence[str]) -> Dict[str, object]:
+    """Reduce over processes (DDP) and compute: miou, ..., maxf/ap with ``pr``, "bev" with ``bev``."""
     cm.reduce_from_all_processes()
     result = cm.compute(class_names)
     if pr is not None:
@@ -183,12 +189,7 @@ def evaluate_segmenter(seg, ds, *, kitti: bool = False, progress: bool = False,
                 pr.update(probs[1][None], target, cm.ignore_index)
             if bev is not None:
                 bev.update(i, probs[1], target[0], cm.ignore_index)
-    result = cm.compute(names)
-    if pr is not None:
-        result.update({k: v for k, v in pr.compute().items() if k in ("maxf", "ap")})
-    if bev is not None:
-        result["bev"] = bev.compute()
-    return result
+    return _results(cm, pr, bev, names)
 
 
 def bev_evaluator(ds) -> KittiBevEval:
