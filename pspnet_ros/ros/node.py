@@ -868,6 +868,13 @@ def main(argv: Optional[List[str]] = None, engine_factory: EngineFactory = defau
         return 2
     except FatalDeviceError:
         return EXIT_FATAL  # already logged and published by the node
+    except Exception as exc:  # noqa: BLE001 - only errors raised by the shutdown itself end here quietly
+        if rclpy.ok():
+            raise  # the node is not stopping: a real error, with its traceback
+        # SIGINT/SIGTERM shut the context down between the executor's wait and its take of a
+        # message (seen: rclpy's take_message raising RuntimeError). The node was stopping anyway.
+        rclpy.logging.get_logger(NODE_NAME).info(
+            f"stopped; the shutdown interrupted the executor ({type(exc).__name__}: {exc})")
     finally:
         if node is not None:
             node.close()

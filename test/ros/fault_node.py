@@ -9,6 +9,9 @@ raises ``torch.OutOfMemoryError`` for frames whose ``header.frame_id`` is ``--oo
 frame whose frame_id is ``--fail-frame-id`` (a device that fails every frame), so the node's
 real error paths run. ``--slow-callback-ms`` makes every image callback that long (an executor
 busy with other work), so a camera faster than that loses frames in the keep-last-1 input queue.
+``--fail-spin after-shutdown|running`` spins one second, then raises RuntimeError from the spin
+(as rclpy's take_message can when SIGINT shuts the context down between the executor's wait and
+its take), after shutting the context down or with it still running.
 """
 
 from __future__ import annotations
@@ -26,7 +29,20 @@ def main() -> int:
     parser.add_argument("--fail-frame-id", default=None)
     parser.add_argument("--slow-callback-ms", type=float, default=0.0,
                         help="each submit sleeps this long in the image callback (a busy executor)")
+    parser.add_argument("--fail-spin", choices=("after-shutdown", "running"), default=None)
     args, ros_args = parser.parse_known_args(sys.argv[1:])
+    if args.fail_spin:
+        import time
+
+        def failing_spin(n: Any) -> None:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                node.rclpy.spin_once(n, timeout_sec=0.1)
+            if args.fail_spin == "after-shutdown":
+                node.rclpy.try_shutdown()
+            raise RuntimeError("simulated: Unable to convert call argument '0' to Python object")
+
+        node.rclpy.spin = failing_spin
 
     def hook(items: Sequence[Any]) -> None:
         import torch
