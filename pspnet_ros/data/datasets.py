@@ -196,7 +196,25 @@ class KittiRoad(SegmentationDataset):
         return mask
 
 
-DATASET_CLASSES = {"camvid": CamVid, "kitti_road": KittiRoad}
+class CamVidDrivable(CamVid):
+    """CamVid frames in KITTI road's label space (road -> 1, other classes -> 0, void -> 255).
+
+    A second camera (4:3, 480x360, Cambridge streets) for the drivable-area model.
+    """
+
+    ROAD_ID = 3  # CamVid-11 "road"
+
+    def decode_label(self, path: Path) -> np.ndarray:
+        raw = super().decode_label(path)
+        mask = np.where(raw == IGNORE_INDEX, IGNORE_INDEX, 0).astype(np.uint8)
+        mask[raw == self.ROAD_ID] = 1
+        return mask
+
+
+DATASET_CLASSES = {"camvid": CamVid, "kitti_road": KittiRoad, "camvid_drivable": CamVidDrivable}
+# The label space (checkpoint classes) of each dataset: a model trained on a mix of sources is
+# saved with the label space they share.
+LABEL_SPACE = {"camvid": "camvid", "kitti_road": "kitti_road", "camvid_drivable": "kitti_road"}
 
 
 def build_dataset(name: str, root, split: str, transform=None, cache: bool = False) -> SegmentationDataset:

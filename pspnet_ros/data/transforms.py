@@ -16,6 +16,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from ..inference.sizing import auto_inference_size
 from .classes import IGNORE_INDEX
 
 Size = Tuple[int, int]
@@ -60,6 +61,45 @@ class Resize:
 
     def __call__(self, image, mask):
         return _resize_pair(image, mask, self.size)
+
+
+class ResizeToArea:
+    """Resize to about ``pixels`` pixels with the aspect ratio kept.
+
+    Frames of every camera then reach the network at the pixel budget the node's
+    ``inference_size: auto`` gives them, whatever their resolution.
+    """
+
+    def __init__(self, pixels: int) -> None:
+        if int(pixels) <= 0:
+            raise ValueError(f"pixel budget must be positive, got {pixels}")
+        self.pixels = int(pixels)
+
+    def __call__(self, image, mask):
+        h, w = image.shape[-2:]
+        s = math.sqrt(self.pixels / float(h * w))
+        return _resize_pair(image, mask, (max(1, round(h * s)), max(1, round(w * s))))
+
+
+class RandomAspect:
+    """Stretch the width by a factor drawn log-uniformly from ``aspect_range`` (height kept).
+
+    Cameras differ in pixel aspect and in how drivers crop and scale; a road seen 20 % wider
+    is still a road.
+    """
+
+    def __init__(self, aspect_range: Tuple[float, float] = (0.8, 1.25)) -> None:
+        lo, hi = float(aspect_range[0]), float(aspect_range[1])
+        if not 0 < lo <= hi:
+            raise ValueError(f"aspect_range must be 0 < lo <= hi, got {aspect_range}")
+        self.lo, self.hi = math.log(lo), math.log(hi)
+
+    def __call__(self, image, mask):
+        if self.lo == self.hi == 0.0:
+            return image, mask
+        a = math.exp(random.uniform(self.lo, self.hi))
+        h, w = image.shape[-2:]
+        return _resize_pair(image, mask, (h, max(1, round(w * a))))
 
 
 class RandomScale:
@@ -170,27 +210,57 @@ class ToFloatNormalize:
 def train_preset(*, crop_size: Size, base_size: Optional[int] = None,
                  scale_range: Tuple[float, float] = (0.5, 2.0), rotate: float = 10.0,
                  blur_p: float = 0.3, flip_p: float = 0.5, jitter_p: float = 0.8,
-                 mean: Sequence[float], std: Sequence[float]) -> Compose:
-    """Resize-short to ``base_size`` (if given), random scale, rotation, blur, flip, crop, jitter, normalize."""
+                 mean: Sequence[float], std: Sequence[float], pixel_budget: Optional[int] = None,
+                 aspect_range: Optional[Tuple[float, float]] = None) -> Compose:
+    """Build the training transform.
+
+    Resize (short side to ``base_size``, or to ``pixel_budget`` pixels), random scale and
+    aspect, rotation, blur, flip, crop, jitter, normalize.
+    """
     ts: List[Callable] = []
-    if base_size:
+    if pixel_budget:
+        ts.append(ResizeToArea(pixel_budget))
+    elif base_size:
         ts.append(ResizeShort(base_size))
-    ts += [RandomScale(scale_range), RandomRotation(rotate), RandomGaussianBlur(blur_p),
+    ts.append(RandomScale(scale_range))
+    if aspect_range:
+        ts.append(RandomAspect(aspect_range))
+    ts += [RandomRotation(rotate), RandomGaussianBlur(blur_p),
            RandomHorizontalFlip(flip_p), RandomCrop(crop_size), ColorJitter(p=jitter_p),
            ToFloatNormalize(mean, std)]
     return Compose(ts)
 
 
-def eval_preset(*, size: Optional[Size] = None, mean: Sequence[float], std: Sequence[float]) -> Compose:
+def eval_preset(*, size: Optional[Size] = None, mean: Sequence[float], std: Sequence[float],
+                auto: bool = False) -> Compose:
     """Resize the image to the inference size (h, w) if given, normalize.
 
-    The mask keeps its full resolution: evaluation upsamples logits back to the label size.
+    With ``auto``, ``size`` is the model's size and each frame gets its aspect-true size under
+    that pixel budget (:func:`pspnet_ros.inference.sizing.auto_inference_size`). The mask keeps
+    its full resolution: evaluation upsamples logits back to the label size.
     """
     ts: List[Callable] = []
-    if size:
+    if size and auto:
+        ts.append(ResizeImageAuto(size))
+    elif size:
         ts.append(ResizeImageOnly(size))
     ts.append(ToFloatNormalize(mean, std))
     return Compose(ts)
+
+
+class ResizeImageAuto:
+    """Resize the image to its aspect-true inference size and keep the full-resolution mask.
+
+    The size is the node's ``inference_size: auto`` for the frame.
+    """
+
+    def __init__(self, model_size: Size) -> None:
+        self.model_size = (int(model_size[0]), int(model_size[1]))
+
+    def __call__(self, image, mask):
+        size = auto_inference_size(image.shape[-2:], self.model_size)
+        return TF.resize(image, list(size), interpolation=InterpolationMode.BILINEAR,
+                         antialias=True), mask
 
 
 class ResizeImageOnly:

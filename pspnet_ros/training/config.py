@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from ..data.datasets import DATASET_CLASSES, LABEL_SPACE
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -53,6 +55,15 @@ class DataConfig:
     eval_size: Optional[Tuple[int, int]] = None
     cache: bool = True
     workers: int = 2
+    # Several sources in one label space (e.g. KITTI road + CamVid road-as-drivable):
+    # train_sets: [[dataset, split, repeat], ...] replaces dataset/train_split for training;
+    # val_sets: [[dataset, split], ...] are all evaluated, each at its own aspect-true size.
+    train_sets: Optional[Tuple[Tuple[Any, ...], ...]] = None
+    val_sets: Optional[Tuple[Tuple[Any, ...], ...]] = None
+    # Resize every frame to this many pixels (aspect kept) before scale/crop, instead of
+    # base_size: frames of any camera then match the node's `inference_size: auto`.
+    pixel_budget: Optional[int] = None
+    aspect_range: Optional[Tuple[float, float]] = None  # random width stretch, e.g. [0.8, 1.25]
 
 
 @dataclass(frozen=True)
@@ -110,7 +121,7 @@ def _coerce(cls, name: str, value: Any) -> Any:
     """Turn lists from YAML into tuples where the dataclass default is a tuple."""
     default = {f.name: f for f in dataclasses.fields(cls)}[name].default
     if isinstance(value, list) and (isinstance(default, tuple) or default is None):
-        return tuple(value)
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
     return value
 
 
@@ -143,6 +154,21 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"optim.ohem_thresh must be in (0, 1], got {cfg.optim.ohem_thresh!r}")
     if float(cfg.optim.enet_c) <= 1.0:
         raise ValueError(f"optim.enet_c must be > 1, got {cfg.optim.enet_c!r}")
+    for where, sets, width in (("data.train_sets", cfg.data.train_sets, 3),
+                               ("data.val_sets", cfg.data.val_sets, 2)):
+        for entry in sets or ():
+            if not isinstance(entry, (list, tuple)) or len(entry) != width:
+                raise ValueError(f"{where}: each entry must be a list of {width} values "
+                                 f"({'[dataset, split, repeat]' if width == 3 else '[dataset, split]'}), got {entry!r}")
+            if entry[0] not in DATASET_CLASSES:
+                raise ValueError(f"{where}: unknown dataset {entry[0]!r}; choose one of {', '.join(DATASET_CLASSES)}")
+            if LABEL_SPACE[entry[0]] != LABEL_SPACE.get(cfg.data.dataset, cfg.data.dataset):
+                raise ValueError(f"{where}: {entry[0]} has the label space {LABEL_SPACE[entry[0]]!r}, "
+                                 f"data.dataset {cfg.data.dataset!r} another")
+            if width == 3 and (not isinstance(entry[2], int) or entry[2] < 1):
+                raise ValueError(f"{where}: repeat must be an integer >= 1, got {entry[2]!r}")
+    if cfg.data.pixel_budget is not None and int(cfg.data.pixel_budget) <= 0:
+        raise ValueError(f"data.pixel_budget must be positive, got {cfg.data.pixel_budget!r}")
     cw = cfg.optim.class_weights
     if cw is not None and cw != "enet" and not (
             isinstance(cw, (list, tuple)) and all(isinstance(v, (int, float)) and v >= 0 for v in cw)):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from ..data.classes import dataset_meta
@@ -60,24 +60,68 @@ def seed_everything(seed: int) -> None:
 
 # ----------------------------------------------------------------------------- building blocks
 def build_dataloaders(cfg: TrainConfig, meta: Dict, rank: int, world: int):
+    """(train_loader, [(val_name, val_loader), ...], sampler).
+
+    ``data.train_sets`` mixes several sources (each repeated ``repeat`` times per epoch);
+    ``data.val_sets`` gives one loader per source, each frame at its aspect-true size.
+    """
     d = cfg.data
     root = data_root(d.root)
     train_tf = train_preset(crop_size=d.crop_size, base_size=d.base_size, scale_range=d.scale_range,
                             rotate=d.rotate, blur_p=d.blur_p, flip_p=d.flip_p, jitter_p=d.jitter_p,
-                            mean=meta["mean"], std=meta["std"])
-    val_tf = eval_preset(size=d.eval_size, mean=meta["mean"], std=meta["std"])
-    train_ds = build_dataset(d.dataset, root, d.train_split, transform=train_tf, cache=d.cache)
-    val_ds = build_dataset(d.dataset, root, d.val_split, transform=val_tf, cache=d.cache)
+                            mean=meta["mean"], std=meta["std"], pixel_budget=d.pixel_budget,
+                            aspect_range=d.aspect_range)
+    if d.train_sets:
+        parts = []
+        for name, split, repeat in d.train_sets:
+            ds = build_dataset(name, root, split, transform=train_tf, cache=d.cache)
+            parts += [ds] * int(repeat)
+        train_ds = ConcatDataset(parts)
+    else:
+        train_ds = build_dataset(d.dataset, root, d.train_split, transform=train_tf, cache=d.cache)
+    vals = [tuple(v) for v in d.val_sets] if d.val_sets else [(d.dataset, d.val_split)]
+    auto = bool(d.val_sets)
+    val_loaders = []
+    for name, split in vals:
+        val_tf = eval_preset(size=d.eval_size, mean=meta["mean"], std=meta["std"], auto=auto)
+        val_ds = build_dataset(name, root, split, transform=val_tf, cache=d.cache)
+        val_sampler = DistributedSampler(val_ds, num_replicas=world, rank=rank, shuffle=False) if world > 1 else None
+        val_loaders.append((f"{name}_{split}", DataLoader(val_ds, batch_size=1, sampler=val_sampler, num_workers=0)))
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True) if world > 1 else None
-    val_sampler = DistributedSampler(val_ds, num_replicas=world, rank=rank, shuffle=False) if world > 1 else None
     # Batch >= 2 and drop_last: BatchNorm in the pyramid's 1x1 bins needs two samples.
     train_loader = DataLoader(train_ds, batch_size=cfg.optim.batch_size, shuffle=sampler is None,
                               sampler=sampler, num_workers=d.workers, drop_last=True,
                               persistent_workers=d.workers > 0, pin_memory=torch.cuda.is_available(),
                               worker_init_fn=_worker_init)
-    val_loader = DataLoader(val_ds, batch_size=1, sampler=val_sampler, num_workers=0)
-    return train_loader, val_loader, sampler
+    return train_loader, val_loaders, sampler
+
+
+def selection_metric(name: str, result: Dict[str, object]) -> Tuple[str, float]:
+    """Return (name, value) a val set contributes to model selection.
+
+    KITTI's MaxF, the drivable IoU of a road-as-drivable set, else mIoU.
+    """
+    if "maxf" in result:
+        return "maxf", float(result["maxf"])
+    if name.startswith("camvid_drivable"):
+        return "road_iou", float(result["iou"]["road"])  # type: ignore[index]
+    return "miou", float(result["miou"])
+
+
+def evaluate_all(model, val_loaders, device, meta: Dict) -> Tuple[Dict[str, Dict], float]:
+    """Evaluate every val set; returns ({name: result}, selection score = mean of their metrics).
+
+    With one val set the score is its mIoU (the single-dataset recipes select on mIoU).
+    """
+    results = {}
+    for name, loader in val_loaders:
+        results[name] = evaluate(model, loader, device, num_classes=len(meta["classes"]),
+                                 class_names=meta["classes"], ignore_index=meta["ignore_index"],
+                                 kitti=name.startswith("kitti_road"))
+    if len(results) == 1:
+        return results, float(next(iter(results.values()))["miou"])
+    return results, float(np.mean([selection_metric(n, r)[1] for n, r in results.items()]))
 
 
 def _worker_init(worker_id: int) -> None:
@@ -157,6 +201,9 @@ def resolve_class_weights(cfg: TrainConfig, dataset, meta: Dict) -> Optional[tor
     if cw is None:
         return None
     if cw == "enet":
+        if not hasattr(dataset, "load"):
+            raise ValueError("optim.class_weights: enet needs one training dataset; give a list of "
+                             "weights with data.train_sets")
         return enet_class_weights(dataset, k, meta["ignore_index"], c=cfg.optim.enet_c)
     if len(cw) != k:
         raise ValueError(f"optim.class_weights has {len(cw)} values, the dataset {k} classes")
@@ -304,7 +351,7 @@ def run(cfg: TrainConfig) -> Dict[str, object]:
     model.to(device)
     if device.startswith("cuda") and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_loader, val_loader, sampler = build_dataloaders(cfg, meta, rank, world)
+    train_loader, val_loaders, sampler = build_dataloaders(cfg, meta, rank, world)
     class_weight = resolve_class_weights(cfg, train_loader.dataset, meta)
     if class_weight is not None:
         if is_main:
@@ -360,6 +407,8 @@ def run(cfg: TrainConfig) -> Dict[str, object]:
                      input_size=list(cfg.data.eval_size) if cfg.data.eval_size else None,
                      train_config=cfg.to_dict())
     result: Dict[str, object] = {}
+    results: Dict[str, Dict] = {}
+    score = float("nan")
     t0 = time.time()
     for epoch in range(start_epoch, o.epochs):
         if sampler is not None:
@@ -368,25 +417,42 @@ def run(cfg: TrainConfig) -> Dict[str, object]:
                                autocast_dtype, show_progress=is_main, class_weight=class_weight)
         do_eval = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == o.epochs
         if do_eval:
-            result = evaluate(model, val_loader, device, num_classes=len(meta["classes"]),
-                              class_names=meta["classes"], ignore_index=meta["ignore_index"],
-                              kitti=cfg.data.dataset == "kitti_road")
+            results, score = evaluate_all(model, val_loaders, device, meta)
+            result = next(iter(results.values()))
         if not is_main:
             continue
         lr = optimizer.param_groups[0]["lr"]
         miou = float(result.get("miou", float("nan"))) if do_eval else float("nan")
-        log.info("epoch %d/%d loss %.4f lr %.2e%s (%.0f s)", epoch + 1, o.epochs, loss, lr,
-                 f" val mIoU {100 * miou:.2f}" + (f" MaxF {100 * result['maxf']:.2f}" if "maxf" in result else "")
-                 if do_eval else "", time.time() - t0)
+        summary = ""
+        if do_eval:
+            parts = []
+            for name, r in results.items():
+                key, value = selection_metric(name, r)
+                parts.append(f"{name} mIoU {100 * float(r['miou']):.2f}"
+                             + (f" {key} {100 * value:.2f}" if key != "miou" else ""))
+            summary = " val " + "; ".join(parts) + (f"; score {100 * score:.2f}" if len(results) > 1 else "")
+        log.info("epoch %d/%d loss %.4f lr %.2e%s (%.0f s)", epoch + 1, o.epochs, loss, lr, summary,
+                 time.time() - t0)
         new_file = not csv_path.exists()
+        names = [n for n, _ in val_loaders]
         with csv_path.open("a", newline="") as fh:
             w = csv.writer(fh)
             if new_file:
-                w.writerow(["epoch", "iters", "lr", "train_loss", "val_miou", "val_maxf", "elapsed_s"])
-            w.writerow([epoch + 1, (epoch + 1) * iters_per_epoch, f"{lr:.6g}", f"{loss:.5f}",
-                        f"{miou:.5f}" if do_eval else "",
-                        f"{result.get('maxf', ''):.5}" if do_eval and "maxf" in result else "",
-                        f"{time.time() - t0:.1f}"])
+                head = ["epoch", "iters", "lr", "train_loss", "val_miou", "val_maxf"]
+                if len(names) > 1:
+                    head += [f"{n}_{k}" for n in names for k in ("miou", "metric")] + ["val_score"]
+                w.writerow(head + ["elapsed_s"])
+            row = [epoch + 1, (epoch + 1) * iters_per_epoch, f"{lr:.6g}", f"{loss:.5f}",
+                   f"{miou:.5f}" if do_eval else "",
+                   f"{result.get('maxf', ''):.5}" if do_eval and "maxf" in result else ""]
+            if len(names) > 1:
+                for n in names:
+                    if do_eval:
+                        row += [f"{float(results[n]['miou']):.5f}", f"{selection_metric(n, results[n])[1]:.5f}"]
+                    else:
+                        row += ["", ""]
+                row.append(f"{score:.5f}" if do_eval else "")
+            w.writerow(row + [f"{time.time() - t0:.1f}"])
         if writer is not None:
             writer.add_scalar("train/loss", loss, epoch + 1)
             writer.add_scalar("train/lr", lr, epoch + 1)
@@ -394,9 +460,15 @@ def run(cfg: TrainConfig) -> Dict[str, object]:
                 writer.add_scalar("val/miou", miou, epoch + 1)
                 if "maxf" in result:
                     writer.add_scalar("val/maxf", result["maxf"], epoch + 1)
+                if len(results) > 1:
+                    writer.add_scalar("val/score", score, epoch + 1)
         metrics = {k: result[k] for k in ("miou", "macc", "allacc", "iou", "maxf", "ap") if k in result}
-        if do_eval and miou > best:
-            best = miou
+        if do_eval and len(results) > 1:
+            metrics["val_sets"] = {n: {k: r[k] for k in ("miou", "iou", "maxf", "ap") if k in r}
+                                   for n, r in results.items()}
+            metrics["score"] = score
+        if do_eval and score > best:
+            best = score
             save_checkpoint(best_path, model, dict(full_meta, metrics=dict(metrics, epoch=epoch + 1)))
         save_checkpoint(last_path, model, dict(full_meta, metrics=dict(metrics, epoch=epoch + 1)),
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),

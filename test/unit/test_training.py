@@ -126,7 +126,8 @@ def test_config_errors_are_specific(tmp_path):
     assert cfg.optim.epochs == 2 and cfg.data.crop_size == (64, 64)
 
 
-RECIPES = sorted((REPO / "config").glob("camvid_*.yaml")) + sorted((REPO / "config").glob("kitti_road_*.yaml"))
+RECIPES = (sorted((REPO / "config").glob("camvid_*.yaml")) + sorted((REPO / "config").glob("kitti_road_*.yaml"))
+           + sorted((REPO / "config").glob("drivable_*.yaml")))
 
 
 @pytest.mark.parametrize("recipe_file", RECIPES, ids=[p.name for p in RECIPES])
