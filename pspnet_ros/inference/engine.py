@@ -407,7 +407,7 @@ class RealtimeEngine:
             wants = [it.outputs if it.outputs is not None else cfg.outputs for it in group]
             union: FrozenSet[str] = frozenset().union(*wants)
             h, w = group[0].shape
-            out_size = (h, w) if cfg.output_resolution == "input" else self.seg.inference_size
+            out_size = (h, w) if cfg.output_resolution == "input" else self.seg.size_for((h, w))
             spec = ops.PostSpec(union - {"input"}, out_size, cfg.upsample, ops.alpha_weight(cfg.overlay_alpha))
             if self.fault_hook is not None and not self._warming:
                 self.fault_hook(group)

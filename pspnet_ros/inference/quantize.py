@@ -45,10 +45,15 @@ class Int8Unavailable(ValueError):
     """No usable INT8 model for a checkpoint; the message says why and what to run."""
 
 
-def int8_path(checkpoint: Union[str, Path]) -> Path:
-    """``models/x.pt`` -> ``models/x.int8.onnx``."""
+def int8_path(checkpoint: Union[str, Path], size: Optional[Sequence[int]] = None) -> Path:
+    """Return ``models/x.int8.onnx`` for ``models/x.pt``, or ``models/x.int8.HxW.onnx`` with ``size``.
+
+    The sized name holds another camera's aspect-true size; the plain one the checkpoint's own.
+    """
     p = Path(checkpoint)
-    return p.with_name(p.stem + INT8_SUFFIX)
+    if size is None:
+        return p.with_name(p.stem + INT8_SUFFIX)
+    return p.with_name(f"{p.stem}.int8.{int(size[0])}x{int(size[1])}.onnx")
 
 
 def sha256_file(path: Union[str, Path]) -> str:
@@ -86,7 +91,12 @@ def load_int8(checkpoint: Union[str, Path], size: Sequence[int], *,
     for another inference size.
     """
     checkpoint = Path(checkpoint)
-    path = Path(path) if path else int8_path(checkpoint)
+    if not path:
+        # The file for this size, else the checkpoint's own (checked below to be for this size).
+        path = int8_path(checkpoint, size)
+        if not path.is_file():
+            path = int8_path(checkpoint)
+    path = Path(path)
     fix = f"pspnet quantize --checkpoint {checkpoint} --size {size[0]}x{size[1]}"
     if not path.is_file():
         raise Int8Unavailable(f"no INT8 model for {checkpoint.name} ({path} does not exist); make one with: {fix}")
@@ -260,7 +270,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     dataset = args.dataset or meta.get("dataset") or "kitti_road"
     root = data_root(args.root)
-    out = Path(args.out) if args.out else int8_path(ckpt)
+    own = meta.get("input_size") and [int(v) for v in meta["input_size"]] == list(size)
+    out = Path(args.out) if args.out else int8_path(ckpt, None if own else size)
     t0 = time.perf_counter()
     try:
         inputs, stems = calibration_inputs(meta, size, dataset, root, args.calib_split, args.calib_frames)

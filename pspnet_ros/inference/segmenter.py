@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 import time
 import warnings
 from pathlib import Path
@@ -27,6 +28,7 @@ from . import ops
 from .inputs import validate_frame
 from .quantize import Int8Unavailable, accuracy_holds, load_int8
 from .runners import OpenVinoRunner, OrtRunner, TorchRunner, fp32_onnx
+from .sizing import auto_inference_size, parse_inference_size
 from .timing import StageClock
 from .types import DEFAULT_MAX_PIXELS, FrameResult, check_outputs
 
@@ -42,6 +44,10 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 #: 10 Hz), fp32 ONNX Runtime (ahead in 4 of 5). The first one installed that builds is used.
 CPU_BACKEND_ORDER = {"fp32": ("onnxruntime", "openvino", "torch"), "int8": ("openvino", "onnxruntime"),
                      "bf16": ("torch",), "fp16": ("torch",)}
+#: Inference sizes kept ready at once (ONNX/OpenVINO models are per size): a node with a few
+#: cameras of different aspect ratios keeps all of them; a stream of ever new sizes evicts the
+#: least recently used instead of growing without bound.
+MAX_SIZES = 4
 
 
 def parse_size(value: Any, what: str = "inference_size") -> Size:
@@ -97,12 +103,19 @@ class Segmenter:
     """A segmentation model ready for inference.
 
     Attributes: ``meta`` (checkpoint metadata), ``classes`` (list of names), ``palette``
-    ((K, 3) uint8), ``device`` (torch.device), ``inference_size`` ((h, w)), ``model_name``,
+    ((K, 3) uint8), ``device`` (torch.device), ``inference_size`` ((h, w): the fixed size, or
+    with ``auto`` the model's own size), ``auto_size`` (bool), ``model_name``,
     ``precision`` (resolved: fp32/fp16/bf16/int8), ``backend`` (``torch``, ``onnxruntime`` or
     ``openvino``), ``num_threads`` (CPU intra-op), ``int8_record`` (the INT8 model's
     quantization record, see :mod:`.quantize`). ``cache_key`` identifies the weights
     (``from_checkpoint`` passes the file's path, mtime and size) so an ONNX export is reused
     within the process.
+
+    inference_size ``None``/``"auto"``: each frame runs at its own aspect ratio under the model's
+    pixel budget (:func:`.sizing.auto_inference_size`: the model's own size for its own
+    camera); ``(h, w)`` or ``"HxW"`` fixes it. Runners (ONNX/OpenVINO graphs) are built per
+    size on first use, at most ``MAX_SIZES`` kept; ``size_for(frame_hw)`` says which size a
+    frame gets, ``sizes()`` what each ready size runs (precision, backend).
 
     precision ``auto``: on CPU INT8 when the checkpoint's ``.int8.onnx`` exists, belongs to these
     weights and size, and passed its accuracy check; fp32 otherwise (``precision_note`` says
@@ -131,11 +144,12 @@ class Segmenter:
         self.meta: Dict[str, Any] = dict(meta)
         self.classes: List[str] = [str(c) for c in meta["classes"]]
         self.palette = np.asarray(meta["palette"], dtype=np.uint8).reshape(-1, 3)
-        if inference_size is None:
-            if not meta.get("input_size"):
-                raise ValueError("the checkpoint metadata has no input_size; pass inference_size=(h, w)")
-            inference_size = meta["input_size"]
-        self.inference_size: Size = parse_size(inference_size)
+        fixed = parse_inference_size(inference_size)
+        self.model_size: Optional[Size] = parse_size(meta["input_size"]) if meta.get("input_size") else None
+        if fixed is None and self.model_size is None:
+            raise ValueError("the checkpoint metadata has no input_size; pass inference_size=(h, w)")
+        self.auto_size = fixed is None
+        self.inference_size: Size = fixed or self.model_size  # type: ignore[assignment]
         self.model_name = name or str(meta.get("name")
                                       or f"{meta['arch']}_{meta['arch_kwargs'].get('backbone', '')}".rstrip("_"))
         if num_threads is not None:
@@ -160,44 +174,82 @@ class Segmenter:
         self._lock = threading.RLock()  # one forward at a time (CUDA graphs share buffers)
 
         self.model = model.eval()
-        self.int8_record: Optional[Dict[str, Any]] = None
-        self.precision_note = ""
-        self.runner: Union[TorchRunner, OrtRunner, OpenVinoRunner]
-        self.precision, int8_bytes = self._resolve_precision(precision, checkpoint_path, int8_model)
-        self.runner = self._build_runner(backend, cache_key, max_batch, int8_bytes)
-        self.backend = self.runner.name
+        self._requested = (precision, backend, cache_key, max_batch, checkpoint_path, int8_model)
+        self._by_size: "OrderedDict[Size, _SizeRun]" = OrderedDict()
+        first = self._size_run(self.inference_size)
+        self.runner: Union[TorchRunner, OrtRunner, OpenVinoRunner] = first.runner
+        self.precision, self.backend = first.precision, first.runner.name
+        self.precision_note, self.int8_record = first.note, first.int8_record
 
-    def _resolve_precision(self, precision: str, checkpoint_path, int8_model) -> Tuple[str, Optional[bytes]]:
-        """Return (precision, INT8 model bytes or None).
+    def size_for(self, frame_hw: Sequence[int]) -> Size:
+        """Return the inference (h, w) a frame of ``frame_hw`` runs at."""
+        if not self.auto_size:
+            return self.inference_size
+        return auto_inference_size(frame_hw, self.model_size)
 
-        ``auto``: INT8 on CPU when the checkpoint's INT8 model exists and passed its check, else fp32.
+    def sizes(self) -> Dict[str, Dict[str, str]]:
+        """{"HxW": {"precision", "backend", "note"}} for each size ready now (most recent last)."""
+        with self._lock:
+            return {f"{h}x{w}": {"precision": r.precision, "backend": r.runner.name, "note": r.note}
+                    for (h, w), r in self._by_size.items()}
+
+    def _size_run(self, size: Size) -> "_SizeRun":
+        """Return the runner of ``size`` (built on first use; least recently used evicted past MAX_SIZES)."""
+        with self._lock:
+            run = self._by_size.get(size)
+            if run is not None:
+                self._by_size.move_to_end(size)
+                return run
+            precision, backend, cache_key, max_batch, checkpoint_path, int8_model = self._requested
+            t0 = time.perf_counter()
+            note = ""
+            resolved, int8_bytes, note, record = self._resolve_precision(precision, checkpoint_path,
+                                                                         int8_model, size)
+            shared = next((r.runner for r in self._by_size.values()
+                           if isinstance(r.runner, TorchRunner) and r.precision == resolved), None)
+            if shared is not None and backend in ("auto", "torch") and (self.is_cuda or backend == "torch"):
+                runner = shared  # PyTorch runs every size with one module
+            else:
+                runner = self._build_runner(backend, cache_key, max_batch, int8_bytes, size, resolved)
+            run = _SizeRun(resolved, runner, note, record)
+            self._by_size[size] = run
+            while len(self._by_size) > MAX_SIZES:
+                old, _ = self._by_size.popitem(last=False)
+                log.info("inference size %dx%d evicted (more than %d sizes in use)", old[0], old[1], MAX_SIZES)
+            if self._by_size and len(self._by_size) > 1:
+                log.info("inference size %dx%d ready: %s on %s in %.1f s", size[0], size[1], resolved,
+                         runner.name, time.perf_counter() - t0)
+            return run
+
+    def _resolve_precision(self, precision: str, checkpoint_path, int8_model,
+                           size: Size) -> Tuple[str, Optional[bytes], str, Optional[Dict[str, Any]]]:
+        """Return (precision, INT8 model bytes or None, note, INT8 record or None) for ``size``.
+
+        ``auto``: INT8 on CPU when the checkpoint's INT8 model for this size exists and passed its
+        check, else fp32.
         """
         if precision in ("auto", "int8") and not self.is_cuda:
             try:
                 if checkpoint_path is None:
                     raise Int8Unavailable("no checkpoint file to find the INT8 model of (use from_checkpoint)")
-                data, record = load_int8(checkpoint_path, self.inference_size, path=int8_model)
+                data, record = load_int8(checkpoint_path, size, path=int8_model)
                 holds, why = accuracy_holds(record)
                 if precision == "auto" and not holds:
                     raise Int8Unavailable(f"{Path(int8_model or checkpoint_path).name}: {why}")
             except Int8Unavailable as exc:
                 if precision == "int8":
                     raise
-                self.precision_note = f"auto: no INT8 ({exc})"
-                log.info("precision fp32, %s", self.precision_note)
-                return "fp32", None
-            self.int8_record = record
-            if precision == "auto":
-                self.precision_note = f"auto: {why}"
-            return "int8", data
+                note = f"auto: no INT8 ({exc})"
+                log.info("precision fp32 at %dx%d, %s", size[0], size[1], note)
+                return "fp32", None, note, None
+            return "int8", data, (f"auto: {why}" if precision == "auto" else ""), record
         if precision == "int8":
             raise ValueError("precision int8 runs on CPU backends (onnxruntime, openvino), not on "
                              f"{self.device}; use fp16/bf16 on CUDA")
-        return ("fp32" if precision == "auto" else precision), None
+        return ("fp32" if precision == "auto" else precision), None, "", None
 
     def _build_runner(self, backend: str, cache_key: Optional[Tuple], max_batch: int,
-                      int8_bytes: Optional[bytes]):
-        precision = self.precision
+                      int8_bytes: Optional[bytes], size: Size, precision: str):
         if backend == "auto":
             order = ("torch",) if self.is_cuda else CPU_BACKEND_ORDER[precision]
             order = tuple(b for b in order if _installed(b))
@@ -218,10 +270,10 @@ class Segmenter:
                 if name == "torch":
                     return TorchRunner(self.model, self.device, precision, self.channels_last)
                 data = int8_bytes if precision == "int8" else fp32_onnx(
-                    self.model, self.inference_size, cache_key=cache_key)
+                    self.model, size, cache_key=cache_key)
                 if name == "onnxruntime":
-                    return OrtRunner(data, self.inference_size, self.num_threads, precision)
-                return OpenVinoRunner(data, self.inference_size, self.num_threads, precision, max_batch=max_batch)
+                    return OrtRunner(data, size, self.num_threads, precision)
+                return OpenVinoRunner(data, size, self.num_threads, precision, max_batch=max_batch)
             except Exception as exc:  # noqa: BLE001 - auto: any export/runtime problem, try the next backend
                 if backend != "auto" or i == len(order) - 1:
                     raise
@@ -256,6 +308,8 @@ class Segmenter:
         return {"name": self.model_name, "arch": self.meta.get("arch"), "backbone": kw.get("backbone"),
                 "dataset": self.meta.get("dataset"), "classes": self.classes,
                 "input_size": list(self.inference_size), "parameters": self.num_parameters,
+                "inference_size": "auto" if self.auto_size else "x".join(map(str, self.inference_size)),
+                "sizes": self.sizes(),
                 "backend": self.backend, "precision": self.precision, "device": str(self.device),
                 "precision_note": self.precision_note,
                 "channels_last": self.channels_last, "cpu_threads": self.num_threads}
@@ -288,9 +342,9 @@ class Segmenter:
                                 cuda_graphs=cuda_graphs, warmup=warmup)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map normalized (B, 3, h, w) float at the inference size to (B, K, h, w) logits."""
+        """Map normalized (B, 3, h, w) float at an inference size to (B, K, h, w) logits."""
         with self._lock:
-            return self.runner(x)
+            return self._size_run((int(x.shape[-2]), int(x.shape[-1]))).runner(x)
 
     def run_batch(self, frames: torch.Tensor, spec: ops.PostSpec, luts: ops.Luts,
                   clock: Optional[StageClock] = None) -> Dict[str, Any]:
@@ -298,8 +352,8 @@ class Segmenter:
 
         Runs on the current CUDA stream; marks preprocess/inference/postprocess on ``clock``.
         """
-        size = self.inference_size
         frame_size = tuple(frames.shape[1:3])
+        size = self.size_for(frame_size)
         out_size = tuple(spec.out_size)
         need_small_rgb = "overlay" in spec.outputs and out_size != frame_size
         if need_small_rgb and out_size != size:
@@ -381,7 +435,7 @@ class Segmenter:
                 end += 1
             t0 = time.perf_counter()
             batch = self.to_device_batch(frames[start:end], flags[start:end])
-            out_size = sizes[start] if output_resolution == "input" else self.inference_size
+            out_size = sizes[start] if output_resolution == "input" else self.size_for(sizes[start])
             spec = ops.PostSpec(frozenset(want), out_size, upsample, ops.alpha_weight(overlay_alpha))
             out = self.run_batch(batch, spec, luts)
             host = to_numpy_outputs(out, end - start)
@@ -396,6 +450,15 @@ class Segmenter:
                     else None, timings={"total": ms}, latency_ms=ms, probs=_get(host, "probs", j)))
             start = end
         return results
+
+
+class _SizeRun:
+    """What one inference size runs: precision, runner, why (``note``), INT8 record."""
+
+    __slots__ = ("precision", "runner", "note", "int8_record")
+
+    def __init__(self, precision: str, runner: Any, note: str, int8_record: Optional[Dict[str, Any]]) -> None:
+        self.precision, self.runner, self.note, self.int8_record = precision, runner, note, int8_record
 
 
 def _get(host: Mapping[str, Any], key: str, j: int) -> Optional[np.ndarray]:

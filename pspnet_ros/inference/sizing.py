@@ -32,17 +32,17 @@ def parse_inference_size(value) -> Optional[Size]:
             return None
         parts = v.replace(",", "x").split("x")
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"inference size {value!r}: expected 'auto' or 'HxW', e.g. 188x621")
+            raise ValueError(f"inference_size {value!r}: expected 'auto' or 'HxW', e.g. 188x621")
         h, w = (int(p) for p in parts)
     else:
         seq = list(value)
         if len(seq) == 0:
             return None
         if len(seq) != 2:
-            raise ValueError(f"inference size {value!r}: expected [H, W] or 'auto'")
+            raise ValueError(f"inference_size {value!r}: expected [H, W] or 'auto'")
         h, w = (int(v) for v in seq)
-    if h < 16 or w < 16 or h > 8192 or w > 8192:
-        raise ValueError(f"inference size {h}x{w}: each side must be within 16..8192")
+    if h < 1 or w < 1 or h > 8192 or w > 8192:
+        raise ValueError(f"inference_size {h}x{w}: each side must be within 1..8192")
     return h, w
 
 

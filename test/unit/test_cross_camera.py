@@ -54,7 +54,7 @@ def test_parse_inference_size():
     assert parse_inference_size("auto") is None and parse_inference_size(None) is None
     assert parse_inference_size("256x341") == (256, 341) and parse_inference_size([188, 621]) == (188, 621)
     assert parse_inference_size([]) is None
-    for bad in ("big", "12x", [1, 2, 3], "8x8"):
+    for bad in ("big", "12x", [1, 2, 3], "0x8", [9000, 10]):
         with pytest.raises(ValueError):
             parse_inference_size(bad)
 
