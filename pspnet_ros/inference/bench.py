@@ -43,7 +43,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-channels", type=int, default=None,
                    help="--arch: PSP head width (default 128 for the light backbones, 512 for ResNets)")
     p.add_argument("--size", default=None,
-                   help="inference size HxW (default: the checkpoint's; 375x1242 for --arch)")
+                   help="inference size HxW (default: auto, each frame's aspect ratio at the checkpoint's "
+                        "pixel budget, as the node runs; 375x1242 for --arch)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--precision", default=None,
                    help="engine precision: auto, fp32, fp16, bf16, int8, or a comma list (default: bf16 on "
@@ -60,7 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default=None, help="folder of images (default: KITTI road val frames from the data root)")
     p.add_argument("--data-root", default=None, help="dataset root (default: ../shared/data)")
     p.add_argument("--frame-size", default="375x1242",
-                   help="resize frames to HxW once before timing ('native' keeps them)")
+                   help="resize frames to HxW once before timing ('native' keeps them); a comma list "
+                        "measures each (e.g. 375x1242,480x640,720x1280,1080x1920: one table row per "
+                        "frame size and engine, each with its own naive run)")
     p.add_argument("--sources", type=int, default=1, help="cameras to spread the frames over")
     p.add_argument("--max-batch", type=int, default=4)
     p.add_argument("--upsample", default="logits", choices=("logits", "labels"))
@@ -260,8 +263,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from ..models import CheckpointError, load_model
     from ..paths import ModelNotFoundError, resolve_checkpoint, resolve_device
-    from . import EngineConfig, Segmenter
-    from .naive import NaiveSegmenter
     from .segmenter import parse_size
 
     try:
@@ -286,14 +287,48 @@ def main(argv: Optional[List[str]] = None) -> int:
                       "--arch resnet50 --size 375x1242 (GPU).", file=sys.stderr)
                 return 2
             model, meta = load_model(ckpt, "cpu")
-            size = parse_size(args.size or meta.get("input_size") or "", "--size")
+            size = parse_size(args.size, "--size") if args.size else None  # None: auto
             name = Path(ckpt).stem
         pairs = configurations(args, cuda)
-        frame_size = None if args.frame_size == "native" else parse_size(args.frame_size, "--frame-size")
-        frames, source = load_frames(args, frame_size)
+        frame_sizes = [None if f.strip() == "native" else parse_size(f.strip(), "--frame-size")
+                       for f in str(args.frame_size).split(",") if f.strip()]
+        frame_sets = [load_frames(args, fsz) for fsz in frame_sizes]
     except (OSError, CheckpointError, ValueError) as exc:
         print(f"pspnet bench: {exc}", file=sys.stderr)
         return 2
+    results = []
+    for frames, source in frame_sets:
+        rc, result = _bench_frames(args, argv, model, meta, name, size, device, cuda, pairs, frames, source,
+                                   None if args.arch else ckpt)
+        if rc:
+            return rc
+        results.append(result)
+    result = dict(results[0])
+    if len(results) > 1:
+        result["by_frame_size"] = results
+        print("\nsummary (engine fps, x naive of the same frame size, same run):")
+        print(f"{'frame':>10}  {'inference':>10}  {'engine':<24}  {'fps':>7}  {'x naive':>7}  {'naive fps':>9}")
+        for r in results:
+            fs = "x".join(map(str, r["frame_size"][::-1])) if r["frame_size"] else "mixed"
+            for row in r["table"]:
+                ratio_s = f"{row['ratio']:>7.2f}" if row["ratio"] else f"{'-':>7}"
+                naive_s = f"{r['naive_fps']:>9.1f}" if r["naive_fps"] else f"{'-':>9}"
+                print(f"{fs:>10}  {row['inference_size']:>10}  {row['backend'] + ' ' + row['precision']:<24}  "
+                      f"{row['engine_fps']:>7.1f}  {ratio_s}  {naive_s}")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+def _bench_frames(args, argv, model, meta, name, size, device, cuda, pairs, frames, source, ckpt):
+    """Measure naive and every engine configuration on ``frames``; print the table, return (rc, result)."""
+    import torch
+
+    from . import EngineConfig, Segmenter
+    from .naive import NaiveSegmenter
 
     n = args.frames or (300 if cuda else 60)
     naive_n = args.naive_frames or n
@@ -301,30 +336,34 @@ def main(argv: Optional[List[str]] = None) -> int:
     sync = (lambda: torch.cuda.synchronize(torch.device(device))) if cuda else (lambda: None)
     shapes = sorted({f.shape[:2] for f in frames})
     fs = "x".join(map(str, shapes[0])) if len(shapes) == 1 else f"{len(shapes)} sizes"
-    print(f"pspnet bench: {name} on {device} ({device_name(device)}, {torch.get_num_threads()} CPU threads), "
-          f"inference {size[0]}x{size[1]}, frames {fs} ({source})", flush=True)
-
-    naive = None if args.skip_naive else NaiveSegmenter(model, meta, size, device)
     segs, seen, skipped = [], set(), []
     for backend, precision in pairs:
         try:
             seg = Segmenter(model, meta, device=device, precision=precision, inference_size=size,
                             backend=backend, num_threads=args.threads, name=name,
-                            checkpoint_path=None if args.arch else ckpt, max_batch=args.max_batch)
+                            checkpoint_path=ckpt, max_batch=args.max_batch)
+            # Build (and resolve the precision of) the size these frames run at, outside the timing.
+            seg.predict(frames[0])
         except (ValueError, RuntimeError, ImportError) as exc:
             if len(pairs) == 1:
                 print(f"pspnet bench: {exc}", file=sys.stderr)
-                return 2
+                return 2, {}
             skipped.append(f"{backend} {precision}: {str(exc).splitlines()[0]}")
             continue
-        key = (seg.backend, seg.precision)
+        ran = seg.sizes()["x".join(map(str, seg.size_for(shapes[0])))]
+        key = (ran["backend"], ran["precision"])
         if key in seen:  # e.g. the auto choice again
             continue
         seen.add(key)
         segs.append(seg)
     if not segs:
         print("pspnet bench: no configuration could be built:\n  " + "\n  ".join(skipped), file=sys.stderr)
-        return 2
+        return 2, {}
+    inf = segs[0].size_for(shapes[0])
+    print(f"pspnet bench: {name} on {device} ({device_name(device)}, {torch.get_num_threads()} CPU threads), "
+          f"inference {'auto ' if segs[0].auto_size else ''}{inf[0]}x{inf[1]}, frames {fs} ({source})",
+          flush=True)
+    naive = None if args.skip_naive else NaiveSegmenter(model, meta, inf, device)
     cfg = EngineConfig(drop_policy="queue", queue_size=max(8, 2 * args.max_batch), max_batch=args.max_batch,
                        upsample=args.upsample, compile=args.compile, cuda_graphs=args.cuda_graphs)
     res = run(naive, segs, cfg, frames, n, naive_n, max(1, args.sources), latency_n, max(1, args.rounds), sync)
@@ -332,11 +371,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows = []
     for seg, eng in zip(segs, res["engines"]):
         ratio = eng["fps"] / naive_fps if naive_fps else None
-        rows.append({"backend": seg.backend, "precision": seg.precision, "engine_fps": round(eng["fps"], 2),
+        ran = seg.sizes()["x".join(map(str, seg.size_for(shapes[0])))]
+        rows.append({"backend": ran["backend"], "precision": ran["precision"], "engine_fps": round(eng["fps"], 2),
+                     "inference_size": "x".join(map(str, seg.size_for(shapes[0]))),
                      "ratio": round(ratio, 3) if ratio else None, "latency_ms": eng["latency"],
                      "stages_ms": eng["stages"], "loaded_latency_ms": eng["loaded_latency"],
                      "batch_mean": eng["batch_mean"], "warmup_s": eng["warmup_s"],
-                     "precision_note": seg.precision_note})
+                     "precision_note": ran["note"]})
 
     label = lambda r: f"engine {r['backend']} {r['precision']}"  # noqa: E731
     label_n = "naive (eager fp32, numpy/cv2)"
@@ -363,7 +404,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     result = {
         "device": device, "device_name": device_name(device), "model": name,
-        "input_size": list(size), "frame_size": list(shapes[0]) if len(shapes) == 1 else None,
+        "input_size": list(inf), "inference_size": "auto" if segs[0].auto_size else list(inf),
+        "frame_size": list(shapes[0]) if len(shapes) == 1 else None,
         "engine_fps": top["engine_fps"], "naive_fps": round(naive_fps, 2) if naive_fps else None,
         "ratio": top["ratio"], "latency_ms": top["latency_ms"],
         "stages_ms": top["stages_ms"], "naive_latency_ms": percentiles(naive_times),
@@ -377,12 +419,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "command": "pspnet bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host_load": _load(),
     }
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {path}")
-    return 0
+    return 0, result
 
 
 def _versions() -> Dict[str, str]:

@@ -229,7 +229,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pspnet quantize", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default="auto", help="checkpoint file, or 'auto' (shipped model of --dataset)")
-    p.add_argument("--dataset", default=None, choices=("kitti_road", "camvid"),
+    p.add_argument("--dataset", default=None, choices=("kitti_road", "camvid", "camvid_drivable"),
                    help="calibration/check dataset (default: the checkpoint's)")
     p.add_argument("--root", default=None, help="dataset root (default: $PSPNET_DATA_ROOT or ../shared/data)")
     p.add_argument("--size", default=None, help="inference size HxW (default: the checkpoint's)")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.datasets import build_dataset
+from ..data.datasets import DATASET_CLASSES, LABEL_SPACE, build_dataset
 from ..data.transforms import eval_preset
 from .metrics import BinaryPRCurve, ConfusionMatrix
 
@@ -228,13 +228,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pspnet eval", description="Evaluate a checkpoint on a dataset split.")
     p.add_argument("--checkpoint", default="auto",
                    help="checkpoint file, or 'auto': the shipped model of --dataset for the device")
-    p.add_argument("--dataset", choices=("camvid", "kitti_road"), default=None,
-                   help="dataset (default: the checkpoint's)")
+    p.add_argument("--dataset", choices=tuple(DATASET_CLASSES), default=None,
+                   help="dataset (default: the checkpoint's); camvid_drivable: CamVid scored as drivable "
+                        "(road) vs not, for the drivable-area models")
     p.add_argument("--root", default=None, help="dataset root (default: $PSPNET_DATA_ROOT or ../shared/data)")
     p.add_argument("--split", default="val", help="train, val, test, all, or a list file")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="inference size (default: the checkpoint's input_size)")
+                   help="inference size (default: auto, each frame's aspect ratio at the checkpoint's "
+                        "pixel budget, as the node runs; the checkpoint's input_size for its own camera)")
     p.add_argument("--sliding-window", action="store_true",
                    help="slide a window of the inference size over the full-resolution image")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
@@ -271,15 +273,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("%s", exc)
         return 2
     dataset = args.dataset or meta.get("dataset", "kitti_road")
-    if meta.get("dataset") and meta["dataset"] != dataset:
-        log.error("checkpoint %s was trained on %s, not %s", ckpt, meta["dataset"], dataset)
+    if meta.get("dataset") and meta["dataset"] != LABEL_SPACE.get(dataset, dataset):
+        log.error("checkpoint %s has the classes of %s, not of %s", ckpt, meta["dataset"], dataset)
         return 2
-    size = tuple(args.size) if args.size else (tuple(meta["input_size"]) if meta.get("input_size") else None)
+    model_size = tuple(meta["input_size"]) if meta.get("input_size") else None
+    size = tuple(args.size) if args.size else model_size
+    auto = not args.size and model_size is not None
     window = None
     if args.sliding_window:
-        window, size = size, None  # slide inference-size windows over the full image
+        window, size, auto = size, None, False  # slide inference-size windows over the full image
     ds = build_dataset(dataset, data_root(args.root), args.split,
-                       transform=eval_preset(size=size, mean=meta["mean"], std=meta["std"]))
+                       transform=eval_preset(size=size, mean=meta["mean"], std=meta["std"], auto=auto))
     if args.limit:
         ds.pairs = ds.pairs[: args.limit]
     bev = None
@@ -302,7 +306,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         try:
             seg = Segmenter.from_checkpoint(str(ckpt), device=device, precision=args.precision or "auto",
-                                            backend=args.backend or "auto", inference_size=size)
+                                            backend=args.backend or "auto",
+                                            inference_size=None if auto else size)
         except (ValueError, RuntimeError, OSError) as exc:
             log.error("%s", exc)
             return 2
@@ -313,13 +318,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if bev is not None:
             bev = bev_evaluator(ds)
         result = evaluate_segmenter(seg, ds, kitti=dataset == "kitti_road", progress=True, bev=bev)
+        ran = seg.sizes()
+        path = "node (Segmenter: " + ", ".join(f"{k} {v['backend']} {v['precision']}" for k, v in ran.items()) \
+            + f"; {seg.num_threads} threads)"
     else:
         loader = DataLoader(ds, batch_size=1, shuffle=False, num_workers=0)
         result = evaluate(model, loader, device, num_classes=len(meta["classes"]), class_names=meta["classes"],
                           ignore_index=meta["ignore_index"], kitti=dataset == "kitti_road", flip=args.flip,
                           scales=args.scales, window=window, progress=True, bev=bev)
     print(f"checkpoint: {ckpt}\ndataset: {dataset} split={args.split} images={len(ds)} "
-          f"size={size or 'full'} window={window} flip={args.flip} scales={args.scales} device={device}\n"
+          f"size={'auto ' if auto else ''}{size or 'full'} window={window} flip={args.flip} scales={args.scales} device={device}\n"
           f"path: {path}")
     if bev is not None:
         print(f"bev: {bev.frames} frames on a {bev.grid.width}x{bev.grid.height} grid of "
@@ -335,7 +343,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                           "skipped": [ds.stem(i) for i in bev.skipped]}
         out.update(checkpoint=str(ckpt), dataset=dataset, split=args.split, images=len(ds), path=path)
         if node_path:
-            out.update(backend=seg.backend, precision=seg.precision)
+            out.update(backend=seg.backend, precision=seg.precision, sizes=seg.sizes())
+        out.update(inference_size="auto" if auto else list(size) if size else None)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

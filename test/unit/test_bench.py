@@ -82,3 +82,21 @@ def test_bench_compare_measures_each_backend_and_precision_in_one_run(tmp_path, 
         assert f"engine {r['backend']} {r['precision']}" in text
     assert len(res["not_measured"]) == 2 and all("no INT8 model" in w for w in res["not_measured"])
     assert "not measured: onnxruntime int8" in text
+
+
+def test_bench_auto_size_per_frame_size_table(tmp_path, tiny_checkpoint, folder, capsys):
+    """One run over several camera shapes: each at its aspect-true size, each with its naive ratio."""
+    out = tmp_path / "multi.json"
+    rc = bench.main(["--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--frames", "2",
+                     "--naive-frames", "1", "--latency-frames", "1", "--rounds", "1", "--input", str(folder),
+                     "--frame-size", "96x320,240x320", "--backend", "torch", "--threads", "1",
+                     "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "summary (engine fps, x naive of the same frame size" in text
+    res = json.loads(out.read_text())
+    by = {tuple(r["frame_size"]): r for r in res["by_frame_size"]}
+    assert by[(96, 320)]["input_size"] == [96, 320] and by[(240, 320)]["input_size"] == [144, 208]
+    for r in by.values():
+        assert r["inference_size"] == "auto" and r["naive_fps"] > 0
+        assert r["table"][0]["ratio"] == pytest.approx(r["table"][0]["engine_fps"] / r["naive_fps"], rel=0.01)
