@@ -327,7 +327,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                           ignore_index=meta["ignore_index"], kitti=dataset == "kitti_road", flip=args.flip,
                           scales=args.scales, window=window, progress=True, bev=bev)
     print(f"checkpoint: {ckpt}\ndataset: {dataset} split={args.split} images={len(ds)} "
-          f"size={'auto ' if auto else ''}{size or 'full'} window={window} flip={args.flip} scales={args.scales} device={device}\n"
+          f"size={'auto ' if auto else ''}{size or 'full'} window={window} flip={args.flip} "
+          f"scales={args.scales} device={device}\n"
           f"path: {path}")
     if bev is not None:
         print(f"bev: {bev.frames} frames on a {bev.grid.width}x{bev.grid.height} grid of "
