@@ -44,7 +44,7 @@ class NodeParams:
     precision: str = "auto"
     backend: str = "auto"
     inference_threads: int = 0  # 0: all cores
-    inference_size: Optional[Tuple[int, int]] = None  # None: the checkpoint's input_size
+    inference_size: Optional[Tuple[int, int]] = None  # None: auto (aspect-true at the checkpoint's pixel budget)
     output_resolution: str = "input"
     overlay_alpha: float = 0.5
     drivable_classes: Tuple[str, ...] = ()  # (): the checkpoint's drivable_classes
@@ -93,8 +93,10 @@ _SPECS: Dict[str, Tuple[int, Any, str, Optional[Tuple[float, float]]]] = {
                           "CPU threads of the inference runtime, 0 = all cores. The runtimes do not "
                           "busy-wait, so the executor and DDS threads get the cores between frames.", None),
     "inference_size": (_T.PARAMETER_INTEGER_ARRAY, [0, 0],
-                       "Network input size [height, width] in pixels; [0, 0] uses the size the "
-                       "checkpoint was trained for. Smaller is faster.", None),
+                       "Network input size [height, width] in pixels. [0, 0] = auto: each camera "
+                       "keeps its own aspect ratio at the pixel count the checkpoint was trained for "
+                       "(the checkpoint's own size for its own camera, e.g. 288x400 for a 640x480 "
+                       "camera with the KITTI model). Smaller is faster.", None),
     "output_resolution": (_T.PARAMETER_STRING, "input",
                           "Size of the published images: 'input' (camera resolution) or 'network' "
                           "(inference_size, cheaper).", None),
@@ -268,7 +270,7 @@ def check_value(name: str, value: Any) -> Any:
             return None
         if len(size) != 2 or not all(16 <= v <= 8192 for v in size):
             raise ParameterError(f"parameter 'inference_size' is {list(size)}; give [height, width] "
-                                 "with each between 16 and 8192, or [0, 0] for the checkpoint's size")
+                                 "with each between 16 and 8192, or [0, 0] for auto (each camera's aspect)")
         return size
     if name == "drivable_classes":
         return _clean_list(value)
