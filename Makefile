@@ -40,10 +40,10 @@ test: setup
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 demo: setup
-	$(PY) -m pspnet_ros.demo
+	$(PY) -m pspnet_ros.tools.demo
 
 bench: setup
-	$(PY) -m pspnet_ros.cli bench
+	$(PY) -m pspnet_ros.tools.cli bench
 
 gpu-check: setup
 	bash benchmarks/gpu_check.sh

@@ -58,7 +58,7 @@ if [ -z "${PSPNET_DATA_ROOT:-}" ]; then
     elif [ -d "$REPO/.gpu_data/kitti_road" ]; then export PSPNET_DATA_ROOT="$REPO/.gpu_data"; fi
 fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PSPNET=("$PYTHON" -m pspnet_ros.cli)
+PSPNET=("$PYTHON" -m pspnet_ros.tools.cli)
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 
 SUMMARY="$OUT/summary.txt"
@@ -138,7 +138,7 @@ step "ros_bench node vs engine" "$PYTHON" benchmarks/ros_bench.py --checkpoint a
 
 # 5. a short training run (the recipe's GPU settings, few epochs, outputs outside $OUT: the
 #    checkpoints are large)
-if "$PYTHON" -c "import importlib; importlib.import_module('pspnet_ros.training.train')" 2>/dev/null; then
+if "$PYTHON" -c "import importlib; importlib.import_module('pspnet_ros.tools.training.train')" 2>/dev/null; then
     RUN_DIR="${TMPDIR:-/tmp}/gpu_check_train"
     rm -rf "$RUN_DIR"
     step "train resnet50 (${TRAIN_EPOCHS:-2} epochs)" \

@@ -73,7 +73,7 @@ def load_frames(n: int) -> List[np.ndarray]:
 def random_light_checkpoint(path: Path) -> Path:
     import torch
 
-    from pspnet_ros.data.classes import dataset_meta
+    from pspnet_ros.tools.data.classes import dataset_meta
     from pspnet_ros.models import build_pspnet, save_checkpoint
 
     torch.manual_seed(0)
@@ -167,7 +167,7 @@ class NodePath:
         from sensor_msgs.msg import Image
 
         self.args = args
-        from pspnet_ros.ros.node_process import NodeProcess, node_env, private_domain, write_params
+        from pspnet_ros.tools.ros.node_process import NodeProcess, node_env, private_domain, write_params
 
         domain = args.domain if args.domain is not None else private_domain()
         env = node_env(domain, threads=args.threads)

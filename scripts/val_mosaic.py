@@ -17,8 +17,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pspnet_ros.data.datasets import build_dataset  # noqa: E402
-from pspnet_ros.demo import write_mosaic  # noqa: E402
+from pspnet_ros.tools.data.datasets import build_dataset  # noqa: E402
+from pspnet_ros.tools.demo import write_mosaic  # noqa: E402
 from pspnet_ros.inference.segmenter import Segmenter  # noqa: E402
 from pspnet_ros.paths import data_root  # noqa: E402
 

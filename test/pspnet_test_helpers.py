@@ -14,7 +14,7 @@ def make_tiny_checkpoint(path: Path, dataset: str = "kitti_road", backbone: str 
     """Return a small random PSPNet checkpoint with real dataset metadata."""
     import torch
 
-    from pspnet_ros.data.classes import dataset_meta
+    from pspnet_ros.tools.data.classes import dataset_meta
     from pspnet_ros.models import build_pspnet, save_checkpoint
 
     torch.manual_seed(seed)

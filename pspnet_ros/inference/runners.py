@@ -2,7 +2,7 @@
 
 ``TorchRunner``: eager, autocast, channels_last, optional ``torch.compile`` and CUDA graphs.
 ``OrtRunner`` (ONNX Runtime) and ``OpenVinoRunner`` (OpenVINO): the CPU backends, for the fp32
-ONNX export or the INT8 QDQ model of :mod:`.quantize`.
+ONNX export or the INT8 QDQ model of :mod:`pspnet_ros.tools.quantize`.
 
 A runner maps a normalized (B, 3, h, w) float batch at the fixed inference size to
 (B, K, h, w) logits. Because the inference size is fixed, every forward has one of

@@ -26,7 +26,7 @@ from ..models import load_model, validate_meta
 from ..paths import resolve_device
 from . import ops
 from .inputs import validate_frame
-from .quantize import Int8Unavailable, accuracy_holds, load_int8
+from .int8 import Int8Unavailable, accuracy_holds, load_int8
 from .runners import OpenVinoRunner, OrtRunner, TorchRunner, fp32_onnx
 from .sizing import auto_inference_size, parse_inference_size
 from .timing import StageClock
@@ -107,7 +107,7 @@ class Segmenter:
     with ``auto`` the model's own size), ``auto_size`` (bool), ``model_name``,
     ``precision`` (resolved: fp32/fp16/bf16/int8), ``backend`` (``torch``, ``onnxruntime`` or
     ``openvino``), ``num_threads`` (CPU intra-op), ``int8_record`` (the INT8 model's
-    quantization record, see :mod:`.quantize`). ``cache_key`` identifies the weights
+    quantization record, see :mod:`.int8`). ``cache_key`` identifies the weights
     (``from_checkpoint`` passes the file's path, mtime and size) so an ONNX export is reused
     within the process.
 

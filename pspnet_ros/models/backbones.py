@@ -23,7 +23,7 @@ RESNETS = {
 }
 LIGHT_BACKBONES = ("mobilenetv3_large",)
 # EfficientNet-Lite (Tan & Le; the TF-Lite friendly variant: ReLU6, no squeeze-excitation),
-# built by timm. ImageNet weights come from ``pspnet_ros.models.pretrained``.
+# built by timm. ImageNet weights come from ``pspnet_ros.tools.training.pretrained``.
 EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 BACKBONES = tuple(RESNETS) + LIGHT_BACKBONES + EFFICIENTNET_LITE
 

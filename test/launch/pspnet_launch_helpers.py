@@ -10,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 EXECUTABLES = {  # as setup.py's console_scripts
     "segmentation_node": "pspnet_ros.ros.node",
-    "replay": "pspnet_ros.ros.replay",
+    "replay": "pspnet_ros.tools.ros.replay",
 }
 
 

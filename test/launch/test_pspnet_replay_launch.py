@@ -40,7 +40,7 @@ _SAVED = {}
 
 @pytest.mark.launch_test
 def generate_test_description():
-    from pspnet_ros.bags import make_bag
+    from pspnet_ros.tools.bags import make_bag
     from pspnet_ros.paths import data_root
 
     tmp = Path(tempfile.mkdtemp(prefix="pspnet_replay_test_"))

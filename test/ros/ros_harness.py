@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
-from pspnet_ros.ros.node_process import interrupt
+from pspnet_ros.tools.ros.node_process import interrupt
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

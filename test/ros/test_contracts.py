@@ -14,9 +14,9 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage
 from std_msgs.msg import Header
 
-from pspnet_ros.bags import common as bc
 from pspnet_ros.errors import InputError
 from pspnet_ros.ros import conversions
+from pspnet_ros.tools.bags import calibration, messages
 
 
 def _infos(width=1242, height=375, roi=(0, 0, 0, 0), binning=(0, 0)):
@@ -31,9 +31,9 @@ def _infos(width=1242, height=375, roi=(0, 0, 0, 0), binning=(0, 0)):
     ros.k, ros.p, ros.d, ros.r = k, p, d, r
     ros.binning_x, ros.binning_y = binning
     ros.roi.x_offset, ros.roi.y_offset, ros.roi.width, ros.roi.height = roi
-    t = bc.typestore().types
-    bag = t[bc.CAMERA_INFO](
-        header=bc.header(1_000_000_002, "cam"), height=height, width=width,
+    t = messages.typestore().types
+    bag = t[messages.CAMERA_INFO](
+        header=messages.header(1_000_000_002, "cam"), height=height, width=width,
         distortion_model="plumb_bob", d=np.array(d), k=np.array(k), r=np.array(r), p=np.array(p),
         binning_x=binning[0], binning_y=binning[1],
         roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=roi[0], y_offset=roi[1], width=roi[2],
@@ -50,7 +50,7 @@ def _infos(width=1242, height=375, roi=(0, 0, 0, 0), binning=(0, 0)):
 def test_node_and_bag_scale_camera_info_identically(kw, image_size, out_size):
     ros, bag = _infos(**kw)
     a = conversions.scale_camera_info(ros, image_size, out_size, ros.header)
-    b = bc.scale_camera_info(bag, image_size, out_size)
+    b = calibration.scale_camera_info(bag, image_size, out_size)
     assert (a.height, a.width) == (b.height, b.width)
     for name in ("k", "p", "d", "r"):
         np.testing.assert_allclose(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)), err_msg=name)
@@ -66,7 +66,7 @@ def test_both_refuse_a_calibration_of_another_stream():
     with pytest.raises(InputError, match="describes 1242x375"):
         conversions.scale_camera_info(ros, (480, 640), (240, 320), ros.header)
     with pytest.raises(InputError, match="describes 1242x375"):
-        bc.scale_camera_info(bag, (480, 640), (240, 320))
+        calibration.scale_camera_info(bag, (480, 640), (240, 320))
 
 
 def _jpeg(h=40, w=60):
@@ -94,14 +94,14 @@ def _bomb_png(h=30000, w=30000):
 ], ids=["jpeg", "image_transport", "empty", "mismatch", "depth", "tiff", "bomb"])
 def test_node_and_bag_check_compressed_images_identically(fmt, data, ok):
     ros = CompressedImage(format=fmt, data=list(data))
-    bag = bc.typestore().types[bc.COMPRESSED](header=bc.header(1, "cam"), format=fmt,
+    bag = messages.typestore().types[messages.COMPRESSED](header=messages.header(1, "cam"), format=fmt,
                                               data=np.frombuffer(data, np.uint8))
     if ok == "jpeg":
-        assert conversions.compressed_format(ros) == bc.compressed_format(bag) == "jpeg"
-        assert bc.decode_compressed(bag).shape == (40, 60, 3)
+        assert conversions.compressed_format(ros) == messages.compressed_format(bag) == "jpeg"
+        assert messages.decode_compressed(bag).shape == (40, 60, 3)
         return
-    for check in (lambda: conversions.compressed_format(ros), lambda: bc.compressed_format(bag),
-                  lambda: bc.decode_compressed(bag)):
+    for check in (lambda: conversions.compressed_format(ros), lambda: messages.compressed_format(bag),
+                  lambda: messages.decode_compressed(bag)):
         with pytest.raises(InputError, match=ok):
             check()
 
@@ -109,8 +109,9 @@ def test_node_and_bag_check_compressed_images_identically(fmt, data, ok):
 def test_class_info_has_one_home():
     from pspnet_ros.class_info import class_info_json
     from pspnet_ros.ros import node
+    from pspnet_ros.tools.bags import process
 
-    assert bc.class_info_json is class_info_json and node.class_info_json is class_info_json
+    assert process.class_info_json is class_info_json and node.class_info_json is class_info_json
     info = json.loads(class_info_json({"classes": ["a", "b"], "palette": [[1, 2, 3], [4, 5, 6]],
                                        "dataset": "x", "drivable_classes": ["b"]}))
     assert info["classes"] == ["a", "b"] and info["drivable_classes"] == ["b"]

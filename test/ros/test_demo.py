@@ -19,7 +19,7 @@ def test_demo_pipeline_reduced(tmp_path, tiny_checkpoint):
     out = tmp_path / "demo_out"
     # drop_policy queue and 2 Hz: on a loaded CI machine the node may lag, and this test checks
     # that every frame makes the whole trip; the default demo (latest, 5 Hz) reports drops.
-    proc = subprocess.run([sys.executable, "-m", "pspnet_ros.demo", "--frames", "3", "--out",
+    proc = subprocess.run([sys.executable, "-m", "pspnet_ros.tools.demo", "--frames", "3", "--out",
                            str(out), "--checkpoint", str(tiny_checkpoint), "--device", "cpu",
                            "--drop-policy", "queue", "--rate", "2"],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -68,7 +68,8 @@ def test_demo_pipeline_reduced(tmp_path, tiny_checkpoint):
 
 
 def test_demo_without_a_shipped_model_says_what_to_do(monkeypatch):
-    from pspnet_ros import demo, paths
+    from pspnet_ros import paths
+    from pspnet_ros.tools import demo
 
     def no_models():
         raise paths.ModelNotFoundError("no shipped models found")

@@ -15,8 +15,8 @@ import pytest
 
 from ros_harness import RosClient, domain_id_for, reliable_qos, ros_env, stamp_ns
 
-from pspnet_ros.bags import common as bc
-from pspnet_ros.bags import make_bag
+from pspnet_ros.tools.bags import messages
+from pspnet_ros.tools.bags import make_bag
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "kitti_road"
@@ -51,7 +51,7 @@ def client():
 
 
 def replay(bag: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([PYTHON, "-m", "pspnet_ros.ros.replay", str(bag), *args],
+    return subprocess.Popen([PYTHON, "-m", "pspnet_ros.tools.ros.replay", str(bag), *args],
                             cwd=REPO, env=ros_env(DOMAIN), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -65,20 +65,21 @@ def test_bag_types_match_the_installed_ros2_messages(raw_bag):
     share = Path(sensor_msgs.__file__).resolve()
     while not (share / "share").is_dir() and share != share.parent:
         share = share.parent
-    ts = bc.typestore()
-    for msgtype in (bc.IMAGE, bc.COMPRESSED, bc.CAMERA_INFO, bc.STRING, "rosgraph_msgs/msg/Clock"):
+    ts = messages.typestore()
+    for msgtype in (messages.IMAGE, messages.COMPRESSED, messages.CAMERA_INFO, messages.STRING,
+                    "rosgraph_msgs/msg/Clock"):
         pkg, _, name = msgtype.split("/")
         desc = json.loads((share / "share" / pkg / "msg" / f"{name}.json").read_text())
         assert desc["type_hashes"][0]["hash_string"] == ts.hash_rihs01(msgtype), msgtype
 
-    classes = {bc.IMAGE: Image, bc.CAMERA_INFO: CameraInfo, bc.COMPRESSED: CompressedImage}
+    classes = {messages.IMAGE: Image, messages.CAMERA_INFO: CameraInfo, messages.COMPRESSED: CompressedImage}
     msgs = bag_messages(raw_bag)
     assert len(msgs) == 8
     for topic, msgtype, t, data in msgs:
         msg = deserialize_message(data, classes[msgtype])
         assert stamp_ns(msg.header) == t and msg.header.frame_id == "camera"
-        if msgtype == bc.IMAGE:
-            ours = bc.deserialize(data, msgtype)
+        if msgtype == messages.IMAGE:
+            ours = messages.deserialize(data, msgtype)
             assert (msg.width, msg.height, msg.encoding, msg.step) == (1242, 375, "rgb8", 3726)
             assert bytes(msg.data) == bytes(ours.data)
 
@@ -103,7 +104,7 @@ def test_replay_publishes_every_message_unchanged_with_clock(raw_bag, client):
     assert len(got) == 4  # reliable: every frame, once
     for (t, data), msg in zip(expected, got):
         assert stamp_ns(msg.header) == t
-        assert bytes(msg.data) == bytes(bc.deserialize(data, bc.IMAGE).data)
+        assert bytes(msg.data) == bytes(messages.deserialize(data, messages.IMAGE).data)
     assert [stamp_ns(m.header) for m in infos.messages] == [t for t, _ in expected]
     ticks = [m.clock.sec * 1_000_000_000 + m.clock.nanosec for m in clock.messages]
     assert ticks, "no /clock received"
@@ -140,10 +141,10 @@ def test_replay_compressed_sqlite3_with_remap_and_loop(tmp_path, client):
 
 
 def test_replay_refuses_what_it_cannot_play(tmp_path, raw_bag):
-    missing = subprocess.run([PYTHON, "-m", "pspnet_ros.ros.replay", str(tmp_path / "nope")],
+    missing = subprocess.run([PYTHON, "-m", "pspnet_ros.tools.ros.replay", str(tmp_path / "nope")],
                              env=ros_env(DOMAIN), capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
-    wrong = subprocess.run([PYTHON, "-m", "pspnet_ros.ros.replay", str(raw_bag), "--topic",
+    wrong = subprocess.run([PYTHON, "-m", "pspnet_ros.tools.ros.replay", str(raw_bag), "--topic",
                             "/nope"], env=ros_env(DOMAIN), capture_output=True, text=True,
                            timeout=60)
     assert wrong.returncode == 1 and "/nope" in wrong.stderr and "/camera/image_raw" in wrong.stderr

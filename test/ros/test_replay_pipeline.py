@@ -15,7 +15,7 @@ import numpy as np
 
 from ros_harness import NodeProcess, RosClient, as_array, domain_id_for, reliable_qos, ros_env, stamp_ns
 
-from pspnet_ros.bags import common as bc
+from pspnet_ros.tools.bags import messages
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "kitti_road"
@@ -26,7 +26,7 @@ KINDS = ("labels", "color", "overlay", "drivable")
 
 def cli(*args: str) -> None:
     """`pspnet ARGS` in this process (the CLIs are ROS-free; the ROS side runs as processes)."""
-    from pspnet_ros.cli import main
+    from pspnet_ros.tools.cli import main
 
     assert main(list(args)) == 0
 
@@ -37,8 +37,8 @@ def offline_outputs(bag: Path):
     out = {}
     with Reader(bag) as reader:
         for c, t, data in reader.messages():
-            if c.topic.startswith("/camera/segmentation/") and c.msgtype != bc.STRING:
-                out.setdefault(c.topic.rsplit("/", 1)[1], {})[t] = bc.deserialize(data, c.msgtype)
+            if c.topic.startswith("/camera/segmentation/") and c.msgtype != messages.STRING:
+                out.setdefault(c.topic.rsplit("/", 1)[1], {})[t] = messages.deserialize(data, c.msgtype)
     return out
 
 
@@ -77,7 +77,7 @@ def test_bag_replayed_to_the_node_gives_the_offline_results(tmp_path, tiny_check
         # replay process's writer are lost without a trace (the demo proves the path with
         # warm-up frames instead). Once connected, a pass must be complete.
         replay = subprocess.Popen(
-            [PYTHON, "-m", "pspnet_ros.ros.replay", str(bag), "--loop", "--wait-for-node",
+            [PYTHON, "-m", "pspnet_ros.tools.ros.replay", str(bag), "--loop", "--wait-for-node",
              "/camera/segmentation_node", "--wait-for-subscribers", "30", "--rate", "0.5",
              "--remap", "/camera/image_raw:=/camera/image"],
             cwd=REPO, env=ros_env(DOMAIN), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -101,7 +101,7 @@ def test_bag_replayed_to_the_node_gives_the_offline_results(tmp_path, tiny_check
             assert m.header.frame_id == "camera"
             ref = offline[kind][stamp_ns(m.header)]
             assert (m.encoding, m.height, m.width) == (ref.encoding, ref.height, ref.width)
-            px = bc.image_to_rgb(ref)
+            px = messages.image_to_rgb(ref)
             np.testing.assert_array_equal(as_array(m), px if ref.encoding == "rgb8" else px[..., 0])
     for m in infos.messages:
         ref = offline["camera_info"][stamp_ns(m.header)]

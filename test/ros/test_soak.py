@@ -18,7 +18,7 @@ from ros_harness import REPO  # noqa: E402
 
 def test_soak_60_seconds(tmp_path, tiny_checkpoint):
     out = tmp_path / "soak.json"
-    cmd = [sys.executable, "-m", "pspnet_ros.cli", "soak", "--seconds", "60", "--warmup", "20", "--window", "10",
+    cmd = [sys.executable, "-m", "pspnet_ros.tools.cli", "soak", "--seconds", "60", "--warmup", "20", "--window", "10",
            "--checkpoint", str(tiny_checkpoint), "--device", "cpu", "--inference-size", "64x192",
            "--json", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)

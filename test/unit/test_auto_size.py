@@ -13,7 +13,7 @@ import pytest
 
 from pspnet_ros.inference import EngineConfig, RealtimeEngine, Segmenter
 from pspnet_ros.inference import segmenter as segmenter_mod
-from pspnet_ros.inference.quantize import int8_path
+from pspnet_ros.tools.quantize import int8_path
 
 
 def frame(h, w, seed=0):

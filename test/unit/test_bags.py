@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pspnet_ros.bags import common as bc
-from pspnet_ros.bags import make_bag
+from pspnet_ros.tools.bags import calibration, messages, storage
+from pspnet_ros.tools.bags import make_bag
 from pspnet_ros.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ def read_all(bag: Path):
         for c in reader.connections:
             conns[c.topic] = c
         for c, t, data in reader.messages():
-            out.setdefault(c.topic, []).append((t, bc.deserialize(data, c.msgtype)))
+            out.setdefault(c.topic, []).append((t, messages.deserialize(data, c.msgtype)))
     return out, conns
 
 
@@ -46,14 +46,14 @@ def test_make_bag_from_image_folder(frames_dir, tmp_path, fmt, capsys):
     rc = make_bag.main([str(frames_dir), "--out", str(out), "--format", fmt, "--rate", "4",
                         "--start-time", str(START), "--no-progress"])
     assert rc == 0
-    assert bc.bag_format(out) == fmt
+    assert storage.bag_format(out) == fmt
     assert (out / ("bag.mcap" if fmt == "mcap" else "bag.db3")).is_file()
-    assert not bc.partial_dir(out).exists()
+    assert not storage.partial_dir(out).exists()
     msgs, conns = read_all(out)
     assert set(msgs) == {"/camera/image_raw", "/camera/camera_info"}
-    assert conns["/camera/image_raw"].msgtype == bc.IMAGE
-    assert conns["/camera/camera_info"].msgtype == bc.CAMERA_INFO
-    ts = bc.typestore()
+    assert conns["/camera/image_raw"].msgtype == messages.IMAGE
+    assert conns["/camera/camera_info"].msgtype == messages.CAMERA_INFO
+    ts = messages.typestore()
     for c in conns.values():  # definitions and hashes as ros2 bag record writes them
         assert c.digest == ts.hash_rihs01(c.msgtype)
         assert c.msgdef.data == ts.generate_msgdef(c.msgtype, ros_version=2)[0]
@@ -64,10 +64,10 @@ def test_make_bag_from_image_folder(frames_dir, tmp_path, fmt, capsys):
     start_ns = int(round(START * 1e9))
     for i, ((t, msg), path) in enumerate(zip(images, files)):
         expected = start_ns + i * 250_000_000
-        assert t == expected == bc.header_ns(msg)  # bag time == header stamp == start + i/rate
+        assert t == expected == messages.header_ns(msg)  # bag time == header stamp == start + i/rate
         assert msg.header.frame_id == "camera"
         assert msg.encoding == "rgb8" and msg.step == msg.width * 3
-        np.testing.assert_array_equal(bc.image_to_rgb(msg),
+        np.testing.assert_array_equal(messages.image_to_rgb(msg),
                                       np.asarray(Image.open(path).convert("RGB")))
     infos = msgs["/camera/camera_info"]
     assert [t for t, _ in infos] == [t for t, _ in images]
@@ -84,11 +84,11 @@ def test_make_bag_compressed_keeps_the_jpeg_bytes(frames_dir, tmp_path):
                           "/front/image", "--start-time", "5", "--no-progress"]) == 0
     msgs, conns = read_all(out)
     assert set(msgs) == {"/front/image/compressed", "/front/camera_info"}
-    assert conns["/front/image/compressed"].msgtype == bc.COMPRESSED
+    assert conns["/front/image/compressed"].msgtype == messages.COMPRESSED
     files = sorted(frames_dir.glob("*.jpg"))
     for i, ((t, msg), path) in enumerate(zip(msgs["/front/image/compressed"], files)):
-        assert t == bc.header_ns(msg) == 5_000_000_000 + i * 100_000_000  # default 10 Hz
-        assert bc.compressed_format(msg) == "jpeg"
+        assert t == messages.header_ns(msg) == 5_000_000_000 + i * 100_000_000  # default 10 Hz
+        assert messages.compressed_format(msg) == "jpeg"
         assert bytes(msg.data) == path.read_bytes()
 
 
@@ -142,7 +142,7 @@ def test_make_bag_errors_leave_nothing_behind(frames_dir, tmp_path, capsys):
     assert make_bag.main([str(frames_dir), "--out", str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "cannot read image" in err and "zz_broken.jpg" in err
-    assert not out.exists() and not bc.partial_dir(out).exists()
+    assert not out.exists() and not storage.partial_dir(out).exists()
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -158,8 +158,8 @@ def test_make_bag_errors_leave_nothing_behind(frames_dir, tmp_path, capsys):
 
 
 def test_scale_camera_info_scales_k_and_p_only():
-    msg = bc.camera_info_msg(bc.KITTI_P2, 0, "camera")
-    half = bc.scale_camera_info(msg, (375, 1242), (188, 621))
+    msg = calibration.camera_info_msg(calibration.KITTI_P2, 0, "camera")
+    half = calibration.scale_camera_info(msg, (375, 1242), (188, 621))
     k = np.array(half.k).reshape(3, 3)
     assert k[0, 0] == pytest.approx(721.5377 / 2) and k[1, 1] == pytest.approx(721.5377 * 188 / 375)
     assert k[0, 2] == pytest.approx(609.5593 / 2) and k[2, 2] == 1.0
@@ -169,22 +169,22 @@ def test_scale_camera_info_scales_k_and_p_only():
 
 
 def test_topic_conventions():
-    assert bc.camera_info_topic("/camera/image_raw") == "/camera/camera_info"
-    assert bc.camera_info_topic("/cam/image/compressed", bc.COMPRESSED) == "/cam/camera_info"
-    assert bc.camera_info_topic("/image") == "/camera_info"
-    assert bc.join_topic(bc.topic_namespace("/a/b/image"), "segmentation/labels") == \
+    assert messages.camera_info_topic("/camera/image_raw") == "/camera/camera_info"
+    assert messages.camera_info_topic("/cam/image/compressed", messages.COMPRESSED) == "/cam/camera_info"
+    assert messages.camera_info_topic("/image") == "/camera_info"
+    assert messages.join_topic(messages.topic_namespace("/a/b/image"), "segmentation/labels") == \
         "/a/b/segmentation/labels"
 
 
 def test_decoding_rejects_unusable_messages():
-    ts = bc.typestore()
-    bad = ts.types[bc.IMAGE](header=bc.header(0, "c"), height=2, width=2, encoding="32FC1",
+    ts = messages.typestore()
+    bad = ts.types[messages.IMAGE](header=messages.header(0, "c"), height=2, width=2, encoding="32FC1",
                              is_bigendian=0, step=8, data=np.zeros(16, np.uint8))
     with pytest.raises(InputError, match="32FC1"):
-        bc.image_to_rgb(bad)
-    png = bc.compressed_msg(b"\x89PNG\r\n\x1a\nxx", "", 0, "c")
+        messages.image_to_rgb(bad)
+    png = messages.compressed_msg(b"\x89PNG\r\n\x1a\nxx", "", 0, "c")
     # sniffed as PNG, refused from its header before any decoding (as in the node)
-    for check in (bc.compressed_format, bc.decode_compressed):
+    for check in (messages.compressed_format, messages.decode_compressed):
         with pytest.raises(InputError, match="PNG data truncated"):
             check(png)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pspnet_ros.bags import common as bc
-from pspnet_ros.bags import make_bag, process
+from pspnet_ros.tools.bags import messages, storage
+from pspnet_ros.tools.bags import make_bag, process
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "kitti_road"
@@ -87,7 +87,7 @@ def test_pspnet_bag_for_humble(tmp_path, tiny_checkpoint):
 
 
 def test_unknown_distro_is_refused(tmp_path):
-    with pytest.raises(bc.BagError, match="choose one of humble, jazzy, kilted"):
-        bc.check_distro("foxy")
+    with pytest.raises(messages.BagError, match="choose one of humble, jazzy, kilted"):
+        storage.check_distro("foxy")
     with pytest.raises(SystemExit):
         make_bag.get_args_parser().parse_args([str(SAMPLE), "--out", str(tmp_path / "x"), "--distro", "rolling"])

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pspnet_ros.bags import common as bc
-from pspnet_ros.bags import make_bag
-from pspnet_ros.bags import process
+from pspnet_ros.tools.bags import messages, storage
+from pspnet_ros.tools.bags import make_bag
+from pspnet_ros.tools.bags import process
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "kitti_road"
@@ -54,8 +54,8 @@ def seg(tiny_checkpoint):
 def check_complete(out: Path, image_topic: str, ns: str = "/camera"):
     """Every input image in ``out`` has all outputs with its exact header and bag time."""
     msgs, conns, meta = read_bag(out)
-    images = [(t, bc.deserialize(d, ty)) for top, ty, t, d in msgs if top == image_topic]
-    by_kind = {k: {t: bc.deserialize(d, ty) for top, ty, t, d in msgs
+    images = [(t, messages.deserialize(d, ty)) for top, ty, t, d in msgs if top == image_topic]
+    by_kind = {k: {t: messages.deserialize(d, ty) for top, ty, t, d in msgs
                    if top == f"{ns}/segmentation/{k}"} for k in KINDS + ("camera_info",)}
     for t, img in images:
         for k, got in by_kind.items():
@@ -76,7 +76,7 @@ def test_every_frame_gets_every_output_equal_to_the_engine(tmp_path, tiny_checkp
     summary = process.process_bag(bag, out, checkpoint=str(tiny_checkpoint), device="cpu",
                                   progress=False)
     assert (summary.frames_total, summary.frames_done, summary.frames_failed) == (5, 5, 0)
-    assert bc.bag_format(out) == fmt and not bc.partial_dir(out).exists()
+    assert storage.bag_format(out) == fmt and not storage.partial_dir(out).exists()
 
     msgs, conns, meta, images, outs = check_complete(out, "/camera/image_raw")
     assert len(images) == 5
@@ -84,7 +84,7 @@ def test_every_frame_gets_every_output_equal_to_the_engine(tmp_path, tiny_checkp
     # The input topics are copied unchanged, with their definitions and type hashes.
     in_msgs, in_conns, _ = read_bag(bag)
     assert [m for m in msgs if m[0] in in_conns] == in_msgs
-    ts = bc.typestore()
+    ts = messages.typestore()
     for topic, c in conns.items():
         assert c.digest == ts.hash_rihs01(c.msgtype), topic
     assert conns["/camera/segmentation/class_info"].ext.offered_qos_profiles[0] \
@@ -92,19 +92,19 @@ def test_every_frame_gets_every_output_equal_to_the_engine(tmp_path, tiny_checkp
 
     road = seg.classes.index("road")
     for t, img in images:
-        frame = bc.image_to_rgb(img)
+        frame = messages.image_to_rgb(img)
         direct = seg.predict(frame)[0]
-        labels = bc.image_to_rgb(outs["labels"][t])[..., 0]
+        labels = messages.image_to_rgb(outs["labels"][t])[..., 0]
         assert outs["labels"][t].encoding == "mono8" and outs["color"][t].encoding == "rgb8"
         assert outs["overlay"][t].encoding == "rgb8" and outs["drivable"][t].encoding == "mono8"
         np.testing.assert_array_equal(labels, direct.labels)
-        np.testing.assert_array_equal(bc.image_to_rgb(outs["color"][t]), seg.palette[labels])
-        np.testing.assert_array_equal(bc.image_to_rgb(outs["drivable"][t])[..., 0],
+        np.testing.assert_array_equal(messages.image_to_rgb(outs["color"][t]), seg.palette[labels])
+        np.testing.assert_array_equal(messages.image_to_rgb(outs["drivable"][t])[..., 0],
                                       np.where(labels == road, 255, 0))
-        assert bc.image_to_rgb(outs["overlay"][t]).shape == frame.shape
-        assert list(outs["camera_info"][t].k) == list(bc.deserialize(
+        assert messages.image_to_rgb(outs["overlay"][t]).shape == frame.shape
+        assert list(outs["camera_info"][t].k) == list(messages.deserialize(
             next(d for top, _, tt, d in in_msgs if top == "/camera/camera_info" and tt == t),
-            bc.CAMERA_INFO).k)
+            messages.CAMERA_INFO).k)
 
 
 def test_compressed_sqlite3_in_mcap_out_at_network_resolution(tmp_path, tiny_checkpoint, seg):
@@ -113,10 +113,10 @@ def test_compressed_sqlite3_in_mcap_out_at_network_resolution(tmp_path, tiny_che
     rc = process.main([str(bag), "--out", str(out), "--format", "mcap", "--checkpoint",
                        str(tiny_checkpoint), "--device", "cpu", "--output-resolution", "network",
                        "--confidence", "--no-progress"])
-    assert rc == 0 and bc.bag_format(out) == "mcap"
+    assert rc == 0 and storage.bag_format(out) == "mcap"
     _, _, _, images, outs = check_complete(out, "/camera/image_raw/compressed")
     h, w = seg.inference_size
-    conf = {t: bc.deserialize(d, ty) for top, ty, t, d in read_bag(out)[0]
+    conf = {t: messages.deserialize(d, ty) for top, ty, t, d in read_bag(out)[0]
             if top == "/camera/segmentation/confidence"}
     for t, _ in images:
         assert (outs["labels"][t].height, outs["labels"][t].width) == (h, w)
@@ -142,7 +142,7 @@ def test_interrupt_keeps_a_complete_bag_up_to_the_last_frame(tmp_path, tiny_chec
                             progress=False, on_frame=ctrl_c_after_two)
     summary = exc.value.summary
     assert summary.interrupted and 2 <= summary.frames_written < 8
-    assert not bc.partial_dir(out).exists()
+    assert not storage.partial_dir(out).exists()
     _, _, meta, images, _ = check_complete(out, "/camera/image_raw")
     assert len(images) == summary.frames_written == summary.frames_done
     assert meta["custom_data"]["pspnet.complete"] == "false"
@@ -163,7 +163,7 @@ def test_error_mid_run_leaves_nothing(tmp_path, tiny_checkpoint):
     with pytest.raises(OSError):
         process.process_bag(bag, out, checkpoint=str(tiny_checkpoint), device="cpu",
                             progress=False, on_frame=disk_full)
-    assert not out.exists() and not bc.partial_dir(out).exists()
+    assert not out.exists() and not storage.partial_dir(out).exists()
 
 
 def test_sigint_to_the_cli_leaves_a_readable_complete_bag(tmp_path, tiny_checkpoint):
@@ -177,7 +177,7 @@ def test_sigint_to_the_cli_leaves_a_readable_complete_bag(tmp_path, tiny_checkpo
     assert make_bag.main([str(frames), "--out", str(bag), "--no-progress"]) == 0
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "pspnet_ros.cli", "bag", str(bag), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "pspnet_ros.tools.cli", "bag", str(bag), "--out",
                              str(out), "--checkpoint", str(tiny_checkpoint), "--device", "cpu"],
                             cwd=REPO, env=env, stderr=subprocess.PIPE)
     os.set_blocking(proc.stderr.fileno(), False)
@@ -194,7 +194,7 @@ def test_sigint_to_the_cli_leaves_a_readable_complete_bag(tmp_path, tiny_checkpo
     rc = proc.wait(60)
     text = err.decode(errors="replace")
     assert rc == 130, text
-    assert "holds the first" in text and not bc.partial_dir(out).exists()
+    assert "holds the first" in text and not storage.partial_dir(out).exists()
     _, _, meta, images, _ = check_complete(out, "/camera/image_raw")
     assert 3 <= len(images) < 40
     assert meta["custom_data"]["pspnet.frames"] == f"{len(images)}/40"

@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from pspnet_ros.inference import bench
-from pspnet_ros.inference.media import write_png
+from pspnet_ros.tools import bench
+from pspnet_ros.tools.media import write_png
 
 KEYS = {"device", "model", "input_size", "engine_fps", "naive_fps", "ratio", "latency_ms", "stages_ms"}
 

@@ -214,7 +214,7 @@ def test_kitti_calib_lookup(tmp_path):
 
 
 def test_real_kitti_ground_truth_road_lands_ahead_of_the_car(data_root):
-    from pspnet_ros.data.datasets import KittiRoad
+    from pspnet_ros.tools.data.datasets import KittiRoad
 
     ds = KittiRoad(data_root, "val")
     _, gt = ds.load(0)
@@ -242,7 +242,7 @@ def _synthetic_frame(road_from_row, predicted_from_row):
 
 
 def test_bev_metric_known_answer():
-    from pspnet_ros.training.evaluate import KittiBevEval
+    from pspnet_ros.tools.training.evaluate import KittiBevEval
 
     pj = flat_projector()
     road_row, pred_row = 298, 279  # ~20.1 m and ~29.6 m ahead
@@ -269,7 +269,7 @@ def test_bev_metric_known_answer():
 
 
 def test_bev_metric_perfect_prediction_and_ignored_cells():
-    from pspnet_ros.training.evaluate import KittiBevEval
+    from pspnet_ros.tools.training.evaluate import KittiBevEval
 
     pj = flat_projector()
     prob, gt = _synthetic_frame(298, 298)
@@ -282,7 +282,7 @@ def test_bev_metric_perfect_prediction_and_ignored_cells():
 
 
 def test_frames_without_calib_are_skipped_and_named(tmp_path, capsys):
-    from pspnet_ros.training.evaluate import bev_evaluator
+    from pspnet_ros.tools.training.evaluate import bev_evaluator
 
     class FakeDs:
         root = tmp_path

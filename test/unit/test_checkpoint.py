@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from pspnet_ros.data.classes import dataset_meta
+from pspnet_ros.tools.data.classes import dataset_meta
 from pspnet_ros.models import CheckpointError, build_pspnet, load_model, read_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)

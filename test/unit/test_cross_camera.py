@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-from pspnet_ros.data.datasets import CamVidDrivable
-from pspnet_ros.data.transforms import RandomAspect, ResizeImageAuto, ResizeToArea
+from pspnet_ros.tools.data.datasets import CamVidDrivable
+from pspnet_ros.tools.data.transforms import RandomAspect, ResizeImageAuto, ResizeToArea
 from pspnet_ros.inference.sizing import auto_inference_size, parse_inference_size
 from pspnet_ros.models import load_model
-from pspnet_ros.training.config import load_config
-from pspnet_ros.training.train import main as train_main
+from pspnet_ros.tools.training.config import load_config
+from pspnet_ros.tools.training.train import main as train_main
 
 from fake_data import camvid_label, write_camvid, write_kitti
 

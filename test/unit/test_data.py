@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pspnet_ros.data import CamVid, KittiRoad, build_dataset
-from pspnet_ros.data.transforms import (RandomCrop, RandomHorizontalFlip, RandomRotation, RandomScale,
+from pspnet_ros.tools.data import CamVid, KittiRoad, build_dataset
+from pspnet_ros.tools.data.transforms import (RandomCrop, RandomHorizontalFlip, RandomRotation, RandomScale,
                                         Resize, ResizeShort, eval_preset, train_preset)
 
 from fake_data import camvid_label, write_camvid, write_kitti

@@ -5,7 +5,7 @@ import json
 
 from pspnet_ros.models import load_model
 from pspnet_ros.paths import resolve_checkpoint, shipped_model
-from pspnet_ros.training.evaluate import main as eval_main
+from pspnet_ros.tools.training.evaluate import main as eval_main
 
 
 def test_auto_checkpoint_is_the_shipped_pretrained_lite_model_on_cpu():

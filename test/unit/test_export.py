@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pspnet_ros.inference import export
+from pspnet_ros.tools import export
 from pspnet_ros.inference.runners import FixedAdaptiveAvgPool2d
 
 import onnx  # dev extra: always installed by make setup

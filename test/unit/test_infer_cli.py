@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pspnet_ros.inference import infer_cli
-from pspnet_ros.inference.media import VideoWriter, read_image, read_video, write_png
+from pspnet_ros.tools import infer as infer_cli
+from pspnet_ros.tools.media import VideoWriter, read_image, read_video, write_png
 
 COMMON = ["--device", "cpu", "--size", "32x96", "--backend", "torch", "--no-progress"]
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pspnet_ros.training.metrics import BinaryPRCurve, ConfusionMatrix
+from pspnet_ros.tools.training.metrics import BinaryPRCurve, ConfusionMatrix
 
 
 def test_confusion_matrix_by_hand():

@@ -18,7 +18,7 @@ from PIL import Image
 
 from pspnet_ros.models import build_pspnet
 from pspnet_ros.models.backbones import LITE_NORM, backbone_normalization, build_backbone
-from pspnet_ros.models.pretrained import (PretrainedWeightsError, imagenet_classifier,
+from pspnet_ros.tools.training.pretrained import (PretrainedWeightsError, imagenet_classifier,
                                           load_imagenet_backbone, load_lukemelas_into,
                                           lukemelas_to_timm, read_weights, weights_file)
 
@@ -41,7 +41,7 @@ def lite0_state():
 @pytest.fixture
 def cached_weights(monkeypatch, lite0_state):
     """load_imagenet_backbone / imagenet_classifier read the module's copy, not the file again."""
-    import pspnet_ros.models.pretrained as pretrained
+    import pspnet_ros.tools.training.pretrained as pretrained
 
     monkeypatch.setattr(pretrained, "read_weights", lambda name: dict(lite0_state))
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from pspnet_ros.inference import Segmenter
-from pspnet_ros.inference import quantize as q
+from pspnet_ros.inference.int8 import TOLERANCE, Int8Unavailable, int8_path, load_int8, read_record, sha256_file
+from pspnet_ros.tools import quantize as q
 from pspnet_ros.paths import shipped_model
-from pspnet_ros.training.evaluate import main as eval_main
+from pspnet_ros.tools.training.evaluate import main as eval_main
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def quantized(tmp_path_factory, data_root):
     rc = q.main(["--checkpoint", str(ckpt), "--dataset", "kitti_road", "--root", str(data_root),
                  "--calib-frames", "4", "--threads", "1"])
     assert rc in (0, 1)  # 1: the (random) model's INT8 accuracy does not hold; the file is written
-    return ckpt, q.int8_path(ckpt), rc
+    return ckpt, int8_path(ckpt), rc
 
 
 def test_quantize_writes_a_qdq_model_bound_to_its_checkpoint(quantized, data_root):
@@ -38,16 +39,16 @@ def test_quantize_writes_a_qdq_model_bound_to_its_checkpoint(quantized, data_roo
     proto = onnx.load(str(path))
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops  # QDQ format
-    meta, record = q.read_record(path)
+    meta, record = read_record(path)
     assert meta["classes"] == ["not_road", "road"] and meta["input_size"] == [96, 320]
-    assert record["checkpoint_sha256"] == q.sha256_file(ckpt) and record["input_size"] == [96, 320]
+    assert record["checkpoint_sha256"] == sha256_file(ckpt) and record["input_size"] == [96, 320]
     cal = record["calibration"]
     assert cal["dataset"] == "kitti_road" and cal["split"] == "train" and cal["frames"] == 4
     train = set((data_root / "kitti_road" / "train.txt").read_text().split())
     assert len(cal["stems"]) == 4 and set(cal["stems"]) <= train  # calibrated on training frames only
     acc = record["accuracy"]
     assert acc["split"] == "val" and acc["frames"] == 29 and set(acc["fp32"]) == {"miou", "maxf"}
-    assert acc["holds"] == all(acc["loss"][k] <= q.TOLERANCE[k] for k in ("miou", "maxf"))
+    assert acc["holds"] == all(acc["loss"][k] <= TOLERANCE[k] for k in ("miou", "maxf"))
     assert (rc == 0) == acc["holds"]
 
 
@@ -69,12 +70,12 @@ def test_an_int8_file_from_other_weights_or_size_is_refused_with_the_fix(quantiz
     from pspnet_test_helpers import make_tiny_checkpoint
 
     other = make_tiny_checkpoint(tmp_path / "tiny.pt", backbone="efficientnet_lite0", seed=1)
-    shutil.copy(path, q.int8_path(other))  # stale: quantized from the first weights
-    with pytest.raises(q.Int8Unavailable, match="other weights.*pspnet quantize --checkpoint"):
+    shutil.copy(path, int8_path(other))  # stale: quantized from the first weights
+    with pytest.raises(Int8Unavailable, match="other weights.*pspnet quantize --checkpoint"):
         Segmenter.from_checkpoint(other, device="cpu", precision="int8")
     seg = Segmenter.from_checkpoint(other, device="cpu", precision="auto")
     assert seg.precision == "fp32" and "other weights" in seg.precision_note
-    with pytest.raises(q.Int8Unavailable, match=r"inference size \[96, 320\], not \[64, 192\].*--size 64x192"):
+    with pytest.raises(Int8Unavailable, match=r"inference size \[96, 320\], not \[64, 192\].*--size 64x192"):
         Segmenter.from_checkpoint(ckpt, device="cpu", precision="int8", inference_size=(64, 192))
     with pytest.raises(ValueError, match="int8 needs backend onnxruntime or openvino"):
         Segmenter.from_checkpoint(ckpt, device="cpu", precision="int8", backend="torch")
@@ -82,7 +83,7 @@ def test_an_int8_file_from_other_weights_or_size_is_refused_with_the_fix(quantiz
 
 def test_precision_auto_takes_int8_only_when_its_accuracy_check_passed(quantized, tmp_path):
     ckpt, path, _ = quantized
-    meta, record = q.read_record(path)
+    meta, record = read_record(path)
     import onnx
 
     data = onnx.load(str(path)).SerializeToString()
@@ -109,7 +110,7 @@ def test_quantize_reports_a_missing_checkpoint_and_missing_frames(tmp_path, caps
 @pytest.mark.parametrize("dataset", ["kitti_road", "camvid"])
 def test_shipped_int8_models_belong_to_the_shipped_checkpoints_and_passed_their_check(dataset):
     ckpt = shipped_model(dataset, "cpu")
-    data, record = q.load_int8(ckpt, tuple(q.read_record(q.int8_path(ckpt))[1]["input_size"]))
+    data, record = load_int8(ckpt, tuple(read_record(int8_path(ckpt))[1]["input_size"]))
     assert data and record["calibration"]["split"] == "train" and record["calibration"]["frames"] == 64
     assert record["accuracy"]["holds"] and record["accuracy"]["split"] == "val"
     seg = Segmenter.from_checkpoint(ckpt, device="cpu", precision="auto")

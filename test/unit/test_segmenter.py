@@ -12,7 +12,7 @@ import torch
 
 from pspnet_ros.errors import InputError
 from pspnet_ros.inference import FrameResult, Segmenter
-from pspnet_ros.inference.naive import NaiveSegmenter
+from pspnet_ros.tools.naive import NaiveSegmenter
 from pspnet_ros.models import read_checkpoint
 
 SMALL = (32, 96)  # inference size for the fast tests

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from pspnet_ros.models import load_model, read_checkpoint
-from pspnet_ros.training.config import load_config
-from pspnet_ros.training.train import main as train_main
-from pspnet_ros.training.train import (criterion, enet_class_weights, ohem_cross_entropy,
+from pspnet_ros.tools.training.config import load_config
+from pspnet_ros.tools.training.train import main as train_main
+from pspnet_ros.tools.training.train import (criterion, enet_class_weights, ohem_cross_entropy,
                                        poly_lambda)
 
 from fake_data import write_camvid, write_kitti
@@ -66,7 +66,7 @@ def test_resume_after_interruption(tmp_path):
     root = write_kitti(tmp_path / "kitti", n_train=2, n_val=1)
     cfg = recipe(tmp_path, root, optim__epochs=4)
     # First run: the 4-epoch schedule, interrupted (Ctrl-C) right after epoch 2's checkpoint.
-    import pspnet_ros.training.train as tr
+    import pspnet_ros.tools.training.train as tr
 
     calls = {"n": 0}
     real_save = tr.save_checkpoint
@@ -142,7 +142,7 @@ def test_two_process_gloo_ddp(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "pspnet_ros.cli", "train", str(cfg)],
+         "-m", "pspnet_ros.tools.cli", "train", str(cfg)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_log(tmp_path / "run")

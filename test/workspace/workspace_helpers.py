@@ -19,7 +19,7 @@ import zlib
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from pspnet_ros.ros.node_process import interrupt
+from pspnet_ros.tools.ros.node_process import interrupt
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

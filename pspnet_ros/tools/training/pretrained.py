@@ -186,7 +186,7 @@ def imagenet_classifier(name: str) -> nn.Module:
     in the right place. Input: (B, 3, 224, 224) normalized as ``backbone_normalization(name)``.
     Returns a module giving (B, 1000) logits.
     """
-    from .backbones import EfficientNetLiteBackbone, _import_timm
+    from ...models.backbones import EfficientNetLiteBackbone, _import_timm
 
     timm = _import_timm()
     model = timm.create_model(name, pretrained=False, bn_eps=EfficientNetLiteBackbone.BN_EPS)

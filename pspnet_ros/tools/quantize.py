@@ -3,13 +3,13 @@
 The checkpoint's fp32 ONNX export is quantized with ONNX Runtime's static quantizer: QDQ format,
 per-channel symmetric int8 weights, uint8 activations whose ranges are calibrated on training
 frames preprocessed exactly as the node preprocesses camera frames on CPU
-(:func:`.ops.preprocess_np` on the full frame). The result, ``<checkpoint stem>.int8.onnx``
+(:func:`pspnet_ros.inference.ops.preprocess_np` on the full frame). The result, ``<checkpoint stem>.int8.onnx``
 next to the checkpoint, holds the model metadata (``pspnet_meta``, as ``pspnet export`` writes
 it) and the quantization record (``pspnet_int8``: the checkpoint's SHA-256, the inference
 size, the calibration frames and method, the tool versions and the accuracy check). ONNX
-Runtime and OpenVINO both run it.
+Runtime and OpenVINO both run it; the runtime reads it with :mod:`pspnet_ros.inference.int8`.
 
-The accuracy check evaluates the node's path (:func:`..training.evaluate.evaluate_segmenter`) on
+The accuracy check evaluates the node's path (:func:`.training.evaluate.evaluate_segmenter`) on
 the validation split in fp32 and in INT8. ``precision: auto`` on CPU picks INT8 only when the
 check passed: mIoU within 1.0 point of fp32, and MaxF within 0.5 point on KITTI road.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import logging
 import shlex
@@ -30,90 +29,19 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .data.datasets import build_dataset
+from ..inference import ops
+from ..inference.int8 import META_KEY, RECORD_KEY, TOLERANCE, int8_path, sha256_file
+from ..inference.runners import fp32_onnx
+from ..inference.segmenter import Segmenter, parse_size
+from ..models import CheckpointError, load_model
+from ..paths import data_root, resolve_checkpoint
+from .training.evaluate import evaluate_segmenter
+
 log = logging.getLogger(__name__)
 
-INT8_SUFFIX = ".int8.onnx"
-RECORD_KEY = "pspnet_int8"
-META_KEY = "pspnet_meta"
-#: Largest accepted loss (fp32 - int8, in points) per metric of the accuracy check.
-TOLERANCE = {"miou": 1.0, "maxf": 0.5}
 METHODS = ("minmax", "percentile", "entropy")
 Size = Tuple[int, int]
-
-
-class Int8Unavailable(ValueError):
-    """No usable INT8 model for a checkpoint; the message says why and what to run."""
-
-
-def int8_path(checkpoint: Union[str, Path], size: Optional[Sequence[int]] = None) -> Path:
-    """Return ``models/x.int8.onnx`` for ``models/x.pt``, or ``models/x.int8.HxW.onnx`` with ``size``.
-
-    The sized name holds another camera's aspect-true size; the plain one the checkpoint's own.
-    """
-    p = Path(checkpoint)
-    if size is None:
-        return p.with_name(p.stem + INT8_SUFFIX)
-    return p.with_name(f"{p.stem}.int8.{int(size[0])}x{int(size[1])}.onnx")
-
-
-def sha256_file(path: Union[str, Path]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_record(path: Union[str, Path], data: Optional[bytes] = None) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Return (model metadata, quantization record) stored in an INT8 ONNX file (or its ``data``)."""
-    import onnx
-
-    proto = onnx.load_from_string(data) if data is not None else onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in proto.metadata_props}
-    if RECORD_KEY not in props or META_KEY not in props:
-        raise Int8Unavailable(f"{path} has no {RECORD_KEY}/{META_KEY} metadata: not written by pspnet quantize")
-    return json.loads(props[META_KEY]), json.loads(props[RECORD_KEY])
-
-
-def accuracy_holds(record: Mapping[str, Any]) -> Tuple[bool, str]:
-    """Whether the record's accuracy check passed, and a one-line reason."""
-    acc = record.get("accuracy")
-    if not acc:
-        return False, "its accuracy was not checked (pspnet quantize --no-check)"
-    return bool(acc.get("holds")), acc.get("summary", "")
-
-
-def load_int8(checkpoint: Union[str, Path], size: Sequence[int], *,
-              path: Optional[Union[str, Path]] = None) -> Tuple[bytes, Dict[str, Any]]:
-    """Return (ONNX bytes, record) of the checkpoint's INT8 model, checked to belong to it.
-
-    Raises :class:`Int8Unavailable` if the file is missing, was made from other weights, or
-    for another inference size.
-    """
-    checkpoint = Path(checkpoint)
-    if not path:
-        # The file for this size, else the checkpoint's own (checked below to be for this size).
-        path = int8_path(checkpoint, size)
-        if not path.is_file():
-            path = int8_path(checkpoint)
-    path = Path(path)
-    fix = f"pspnet quantize --checkpoint {checkpoint} --size {size[0]}x{size[1]}"
-    if not path.is_file():
-        raise Int8Unavailable(f"no INT8 model for {checkpoint.name} ({path} does not exist); make one with: {fix}")
-    data = path.read_bytes()
-    try:
-        _, record = read_record(path, data)
-    except Int8Unavailable:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any parse problem: name the file
-        raise Int8Unavailable(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
-    if record.get("checkpoint_sha256") != sha256_file(checkpoint):
-        raise Int8Unavailable(f"{path} was quantized from other weights than {checkpoint} "
-                              f"(SHA-256 differs); re-run: {fix}")
-    if list(record.get("input_size", [])) != [int(v) for v in size]:
-        raise Int8Unavailable(f"{path} is for inference size {record.get('input_size')}, not "
-                              f"{list(size)}; quantize for this size with: {fix}")
-    return data, record
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -123,12 +51,9 @@ def calibration_inputs(meta: Mapping[str, Any], size: Size, dataset: str, root: 
                        split: str = "train", frames: int = 64) -> Tuple[List[np.ndarray], List[str]]:
     """Network inputs (1, 3, h, w) float32 for ``frames`` evenly spaced frames of ``split``.
 
-    Preprocessed from the full-resolution frame by :func:`.ops.preprocess_np`, the CPU path
+    Preprocessed from the full-resolution frame by :func:`pspnet_ros.inference.ops.preprocess_np`, the CPU path
     the node runs INT8 with. Returns the inputs and the frames' stems (recorded in the INT8 file).
     """
-    from ..data.datasets import build_dataset
-    from . import ops
-
     ds = build_dataset(dataset, Path(root), split)
     if len(ds) == 0:
         raise ValueError(f"{dataset} {split} has no frames under {root}")
@@ -198,10 +123,6 @@ def write_int8(data: bytes, out: Union[str, Path], meta: Mapping[str, Any], reco
 def check_accuracy(checkpoint: Path, int8_file: Path, dataset: str, root: Union[str, Path], split: str,
                    size: Size, threads: Optional[int] = None) -> Dict[str, Any]:
     """Evaluate the node path in fp32 and INT8 (ONNX Runtime) on ``split``; return the record."""
-    from ..data.datasets import build_dataset
-    from ..training.evaluate import evaluate_segmenter
-    from .segmenter import Segmenter
-
     ds = build_dataset(dataset, Path(root), split)
     kitti = dataset == "kitti_road"
     keys = ("miou", "maxf") if kitti else ("miou",)
@@ -254,10 +175,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     import onnxruntime
     import torch
 
-    from ..models import CheckpointError, load_model
-    from ..paths import data_root, resolve_checkpoint
-    from .runners import fp32_onnx
-    from .segmenter import parse_size
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -28,10 +28,10 @@ from tqdm import tqdm
 from ..data.classes import dataset_meta
 from ..data.datasets import build_dataset
 from ..data.transforms import eval_preset, train_preset
-from ..models import build_model, read_checkpoint, save_checkpoint
-from ..models.backbones import backbone_normalization
-from ..models.pretrained import load_imagenet_backbone, weights_file
-from ..paths import data_root, resolve_device
+from ...models import build_model, read_checkpoint, save_checkpoint
+from ...models.backbones import backbone_normalization
+from .pretrained import load_imagenet_backbone, weights_file
+from ...paths import data_root, resolve_device
 from .config import TrainConfig, load_config
 from .evaluate import evaluate
 

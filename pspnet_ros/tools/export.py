@@ -69,8 +69,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from ..models import CheckpointError, load_model
     from ..paths import resolve_checkpoint
-    from .runners import LogitsOnly, export_onnx, ort_session
-    from .segmenter import parse_size
+    from ..inference.runners import LogitsOnly, export_onnx, ort_session
+    from ..inference.segmenter import parse_size
 
     try:
         ckpt = resolve_checkpoint(args.checkpoint, args.dataset, args.device_model)

@@ -39,7 +39,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from pspnet_ros.bags import common as bc
+from pspnet_ros.class_info import class_info_json
+from . import calibration, messages, storage
 from pspnet_ros.errors import InputError
 
 LOGGER = logging.getLogger(__name__)
@@ -154,8 +155,8 @@ def _output_msgs(result, in_header, ts) -> Dict[str, object]:
         arr = getattr(result, name, None)
         if arr is None:
             continue
-        msg = bc.image_msg(np.asarray(arr), 0, "", encoding=_ENCODINGS[name])
-        msgs[name] = ts.types[bc.IMAGE](header=in_header, height=msg.height, width=msg.width,
+        msg = messages.image_msg(np.asarray(arr), 0, "", encoding=_ENCODINGS[name])
+        msgs[name] = ts.types[messages.IMAGE](header=in_header, height=msg.height, width=msg.width,
                                         encoding=msg.encoding, is_bigendian=0, step=msg.step,
                                         data=msg.data)
     return msgs
@@ -168,7 +169,7 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
                 drivable_classes: Optional[Sequence[str]] = None, batch: int = 1,
                 overwrite: bool = False, progress: bool = True,
                 on_frame: Optional[Callable[[int, int], None]] = None,
-                distro: str = bc.DEFAULT_DISTRO) -> Summary:
+                distro: str = storage.DEFAULT_DISTRO) -> Summary:
     """Segment every frame of ``in_bag`` into ``out_bag``; see the module docstring.
 
     ``on_frame(written, total)`` is called after each frame is written with its outputs (a
@@ -184,18 +185,18 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
 
     in_bag, out_bag = Path(in_bag), Path(out_bag)
     if in_bag.resolve() == out_bag.resolve():
-        raise bc.BagError("--out must differ from the input bag")
+        raise messages.BagError("--out must differ from the input bag")
     if batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
-    bc.check_distro(distro)
+    storage.check_distro(distro)
     if out_bag.exists() and not overwrite:  # fail before loading the model
-        raise bc.BagError(f"{out_bag} exists; pass --overwrite or choose another --out")
-    ts = bc.typestore()
-    reader = bc.open_reader(in_bag)
+        raise messages.BagError(f"{out_bag} exists; pass --overwrite or choose another --out")
+    ts = messages.typestore()
+    reader = storage.open_reader(in_bag)
     summary = Summary(out=out_bag)
     try:
-        topics = bc.image_topics(reader, image_topics)
-        fmt = fmt or (bc.default_format(distro) if distro == "humble" else bc.bag_format(in_bag))
+        topics = storage.image_topics(reader, image_topics)
+        fmt = fmt or (storage.default_format(distro) if distro == "humble" else storage.bag_format(in_bag))
         dev = resolve_device(device)
         ckpt = resolve_checkpoint(checkpoint, device=dev)
         seg = Segmenter.from_checkpoint(str(ckpt), device=dev, precision=precision, backend=backend,
@@ -210,13 +211,13 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
         streams: Dict[str, _Stream] = {}
         info_to_stream: Dict[str, _Stream] = {}
         for t in topics:
-            base = bc.image_base_topic(t.topic, t.msgtype)
-            ns = bc.topic_namespace(base)
-            s = _Stream(t.topic, t.msgtype, ns, bc.camera_info_topic(t.topic, t.msgtype))
+            base = messages.image_base_topic(t.topic, t.msgtype)
+            ns = messages.topic_namespace(base)
+            s = _Stream(t.topic, t.msgtype, ns, messages.camera_info_topic(t.topic, t.msgtype))
             streams[t.topic] = s
             info_to_stream[s.info_topic] = s
         summary.frames_total = sum(t.count for t in topics)
-        class_info = bc.class_info_json(seg.meta, model_name=seg.model_name, palette=seg.palette,
+        class_info = class_info_json(seg.meta, model_name=seg.model_name, palette=seg.palette,
                                         drivable_classes=drivable,
                                         inference_size=seg.inference_size)
         LOGGER.info("segmenting %d frames on %s with %s (%s) -> %s (%s)", summary.frames_total,
@@ -227,8 +228,8 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
         engine = RealtimeEngine(seg, cfg, on_result=results.put, on_error=results.put)
         t0 = time.perf_counter()
         stopped = None  # the KeyboardInterrupt to re-raise once the partial bag is in place
-        with bc.atomic_bag_dir(out_bag, overwrite=overwrite) as tmp:
-            writer = Writer(tmp, version=bc.writer_version(distro), storage_plugin=bc.storage_plugin(fmt))
+        with storage.atomic_bag_dir(out_bag, overwrite=overwrite) as tmp:
+            writer = Writer(tmp, version=storage.writer_version(distro), storage_plugin=storage.storage_plugin(fmt))
             writer.open()
             try:
                 _run(reader, writer, engine, results, streams, info_to_stream, class_info, ts,
@@ -250,7 +251,7 @@ def process_bag(in_bag: Path, out_bag: Path, *, checkpoint: str = "auto", device
             writer.set_custom_data("pspnet.frames", f"{summary.frames_written}/{summary.frames_total}")
             writer.set_custom_data("pspnet.checkpoint", str(ckpt))
             writer.close()
-            bc.finish_for_distro(tmp, distro)  # Humble's metadata v5 has no custom_data
+            storage.finish_for_distro(tmp, distro)  # Humble's metadata v5 has no custom_data
         if stopped is not None:
             stopped.summary = summary  # type: ignore[attr-defined]
             raise stopped
@@ -269,18 +270,18 @@ def _run(reader, writer, engine, results, streams, info_to_stream, class_info, t
         key = (c.topic, c.msgtype)
         if key not in out_conns:
             out_conns[key] = _copy_connection(writer, c, ts)
-    qos = [bc.qos_profile(reliable=True)]
-    latched = [bc.qos_profile(reliable=True, transient_local=True, depth=1)]
+    qos = [storage.qos_profile(reliable=True)]
+    latched = [storage.qos_profile(reliable=True, transient_local=True, depth=1)]
     for s in streams.values():
         for name in (n for n in OUTPUT_TOPICS if n in outputs):
-            s.conns[name] = writer.add_connection(bc.join_topic(s.ns, f"segmentation/{name}"),
-                                                  bc.IMAGE, typestore=ts, offered_qos_profiles=qos)
-        if any(c.topic == s.info_topic and c.msgtype == bc.CAMERA_INFO for c in reader.connections):
+            s.conns[name] = writer.add_connection(messages.join_topic(s.ns, f"segmentation/{name}"),
+                                                  messages.IMAGE, typestore=ts, offered_qos_profiles=qos)
+        if any(c.topic == s.info_topic and c.msgtype == messages.CAMERA_INFO for c in reader.connections):
             s.conns["camera_info"] = writer.add_connection(
-                bc.join_topic(s.ns, "segmentation/camera_info"), bc.CAMERA_INFO, typestore=ts,
+                messages.join_topic(s.ns, "segmentation/camera_info"), messages.CAMERA_INFO, typestore=ts,
                 offered_qos_profiles=qos)
         s.conns["class_info"] = writer.add_connection(
-            bc.join_topic(s.ns, "segmentation/class_info"), bc.STRING, typestore=ts,
+            messages.join_topic(s.ns, "segmentation/class_info"), messages.STRING, typestore=ts,
             offered_qos_profiles=latched)
 
     pending: "deque[_Pending]" = deque()
@@ -299,25 +300,25 @@ def _run(reader, writer, engine, results, streams, info_to_stream, class_info, t
         if isinstance(item, FrameError):
             error = item.error
             summary.frames_failed += 1
-            text = f"{stream.topic} @ {bc.header_ns(msg) / 1e9:.6f}: {error}"
+            text = f"{stream.topic} @ {messages.header_ns(msg) / 1e9:.6f}: {error}"
             summary.failures.append(text)
             LOGGER.error("frame failed (%s), its outputs are missing: %s",
                          getattr(item, "kind", "failed"), text)
         else:
             entry.outputs = _output_msgs(item, msg.header, ts)
             if "camera_info" in stream.conns:
-                info = stream.camera_info.get(bc.header_ns(msg), stream.last_info)
+                info = stream.camera_info.get(messages.header_ns(msg), stream.last_info)
                 if info is not None:
-                    in_size = ((msg.height, msg.width) if stream.msgtype == bc.IMAGE
-                               else bc.compressed_size(msg))
+                    in_size = ((msg.height, msg.width) if stream.msgtype == messages.IMAGE
+                               else messages.compressed_size(msg))
                     try:
-                        scaled = bc.scale_camera_info(info, in_size, item.labels.shape[:2])
+                        scaled = calibration.scale_camera_info(info, in_size, item.labels.shape[:2])
                     except InputError as exc:  # as the node: that frame's camera_info is skipped
-                        summary.failures.append(f"{stream.topic} @ {bc.header_ns(msg) / 1e9:.6f}: "
+                        summary.failures.append(f"{stream.topic} @ {messages.header_ns(msg) / 1e9:.6f}: "
                                                 f"camera_info not written: {exc}")
                         LOGGER.warning("camera_info not written: %s", exc)
                     else:
-                        entry.outputs["camera_info"] = ts.types[bc.CAMERA_INFO](
+                        entry.outputs["camera_info"] = ts.types[messages.CAMERA_INFO](
                             header=msg.header, height=scaled.height, width=scaled.width,
                             distortion_model=scaled.distortion_model, d=scaled.d, k=scaled.k,
                             r=scaled.r, p=scaled.p, binning_x=scaled.binning_x,
@@ -344,10 +345,10 @@ def _run(reader, writer, engine, results, streams, info_to_stream, class_info, t
                 s = e.stream
                 if not s.class_info_written:
                     write(s.conns["class_info"], e.timestamp,
-                          bc.serialize(bc.string_msg(class_info)))
+                          messages.serialize(messages.string_msg(class_info)))
                     s.class_info_written = True
                 for name, out_msg in e.outputs.items():
-                    write(s.conns[name], e.timestamp, bc.serialize(out_msg))
+                    write(s.conns[name], e.timestamp, messages.serialize(out_msg))
                 if e.outputs:
                     summary.frames_written += 1
                     if on_frame is not None:
@@ -362,17 +363,17 @@ def _run(reader, writer, engine, results, streams, info_to_stream, class_info, t
                 entry = _Pending(out_conns.get((conn.topic, conn.msgtype)), timestamp, data)
                 stream = streams.get(conn.topic)
                 if stream is not None and conn.msgtype == stream.msgtype:
-                    msg = bc.deserialize(data, conn.msgtype)
+                    msg = messages.deserialize(data, conn.msgtype)
                     entry.seq, entry.stream = seq_counter, stream
                     seq_counter += 1
                     frames[entry.seq] = (stream, msg, entry)
                     pending.append(entry)
                     _submit(engine, stream, msg, entry.seq, finish)
                 else:
-                    if conn.msgtype == bc.CAMERA_INFO and conn.topic in info_to_stream:
+                    if conn.msgtype == messages.CAMERA_INFO and conn.topic in info_to_stream:
                         s = info_to_stream[conn.topic]
-                        info = bc.deserialize(data, conn.msgtype)
-                        s.camera_info[bc.header_ns(info)] = info
+                        info = messages.deserialize(data, conn.msgtype)
+                        s.camera_info[messages.header_ns(info)] = info
                         s.last_info = info
                         if len(s.camera_info) > 64:  # only stamps near the frames in flight
                             s.camera_info.pop(next(iter(s.camera_info)))
@@ -403,13 +404,13 @@ def _submit(engine, stream, msg, seq, finish) -> None:
     """Hand one image message to the engine; undecodable frames count as failed."""
     from pspnet_ros.inference import FrameError
 
-    stamp = bc.header_ns(msg)
+    stamp = messages.header_ns(msg)
     try:
-        if stream.msgtype == bc.COMPRESSED:
-            data, fmt, _, _ = bc.compressed_payload(msg)
+        if stream.msgtype == messages.COMPRESSED:
+            data, fmt, _, _ = messages.compressed_payload(msg)
             engine.submit_encoded(data, fmt, stamp, source_id=stream.topic, context=seq)
         else:
-            img = bc.decode_image_msg(msg)
+            img = messages.decode_image_msg(msg)
             accepted = engine.submit(img.array, stamp, source_id=stream.topic, bgr=img.bgr,
                                      context=seq)
             if accepted is False:  # "queue" never drops; if it did, the bag would be incomplete
@@ -441,10 +442,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--drivable-classes", nargs="+", default=None,
                    help="class names counted as drivable (default: the checkpoint's)")
     p.add_argument("--confidence", action="store_true", help="also write segmentation/confidence")
-    p.add_argument("--format", choices=bc.FORMATS, default=None,
+    p.add_argument("--format", choices=storage.FORMATS, default=None,
                    help="output storage (default: same as the input; sqlite3 with --distro humble)")
-    p.add_argument("--distro", choices=bc.DISTROS, default=bc.DEFAULT_DISTRO,
-                   help=f"ROS 2 distro that will play the bag (default {bc.DEFAULT_DISTRO}: metadata "
+    p.add_argument("--distro", choices=storage.DISTROS, default=storage.DEFAULT_DISTRO,
+                   help=f"ROS 2 distro that will play the bag (default {storage.DEFAULT_DISTRO}: metadata "
                         "version 9, read by Jazzy and Kilted; humble: version 5)")
     p.add_argument("--batch", type=int, default=1,
                    help="frames per forward pass (default 1: results independent of timing; "
@@ -456,7 +457,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from pspnet_ros.inference.quantize import Int8Unavailable
+    from pspnet_ros.tools.quantize import Int8Unavailable
 
     args = get_args_parser().parse_args(argv)
     try:
@@ -479,7 +480,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                            "outputs (metadata custom_data pspnet.complete=false); run again to "
                            "process the rest", args.out, s.frames_written, s.frames_total)
         return 130
-    except (bc.BagError, InputError, FileNotFoundError, Int8Unavailable) as exc:
+    except (messages.BagError, InputError, FileNotFoundError, Int8Unavailable) as exc:
         LOGGER.error("%s", exc)
         return 1
     except Exception as exc:  # noqa: BLE001 - report, the partial output is already removed
@@ -487,7 +488,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     print(f"{summary.frames_done}/{summary.frames_total} frames in {summary.seconds:.1f} s "
           f"({summary.fps:.2f} frames/s), {summary.frames_failed} failed -> {summary.out}")
-    from pspnet_ros.bags.make_bag import describe
+    from pspnet_ros.tools.bags.make_bag import describe
 
     print(describe(summary.out))
     return 1 if summary.frames_failed else 0

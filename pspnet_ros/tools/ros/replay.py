@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from pspnet_ros.bags import common as bc
+from pspnet_ros.tools.bags import messages, storage
 
 LOGGER = logging.getLogger(__name__)
 
-CAMERA_TYPES = (bc.IMAGE, bc.COMPRESSED, bc.CAMERA_INFO)
+CAMERA_TYPES = (messages.IMAGE, messages.COMPRESSED, messages.CAMERA_INFO)
 CLOCK_TOPIC = "/clock"
 
 
@@ -56,7 +56,7 @@ def parse_remaps(items: Sequence[str]) -> Dict[str, str]:
         src, sep, dst = item.partition(":=")
         if not sep or not src or not dst:
             raise ReplayError(f"--remap expects FROM:=TO, got {item!r}")
-        remaps[bc.validate_topic(src)] = bc.validate_topic(dst)
+        remaps[messages.validate_topic(src)] = messages.validate_topic(dst)
     return remaps
 
 
@@ -92,7 +92,7 @@ class Replayer:
         self.counts: Counter = Counter()
         self._stop = threading.Event()
         remap = remap or {}
-        reader = bc.open_reader(self.bag)
+        reader = storage.open_reader(self.bag)
         try:
             conns = list(reader.connections)
             self.start_ns, self.end_ns = reader.start_time, reader.end_time
@@ -109,7 +109,7 @@ class Replayer:
             chosen = [in_bag[t] for t in topics]
         else:
             chosen = [c for c in in_bag.values() if all_topics or c.msgtype in CAMERA_TYPES]
-            if not any(c.msgtype in bc.IMAGE_TYPES for c in chosen):
+            if not any(c.msgtype in messages.IMAGE_TYPES for c in chosen):
                 raise ReplayError(f"{self.bag} has no sensor_msgs/Image or CompressedImage topic "
                                   f"(topics: {', '.join(sorted(in_bag)) or 'none'})")
         self.topics: Dict[str, _Topic] = {}
@@ -146,7 +146,7 @@ class Replayer:
 
     def wait_for_subscribers(self, timeout: float, topics: Optional[Sequence[str]] = None) -> bool:
         """Wait until every image topic (or ``topics``) has a matched subscription."""
-        names = topics or [n for n, t in self.topics.items() if t.msgtype in bc.IMAGE_TYPES]
+        names = topics or [n for n, t in self.topics.items() if t.msgtype in messages.IMAGE_TYPES]
         deadline = time.monotonic() + timeout
         while not self._stop.is_set():
             waiting = [n for n in names if self.topics[n].publisher.get_subscription_count() == 0]
@@ -221,7 +221,7 @@ class Replayer:
 
     # ------------------------------------------------------------------ playback
     def play_once(self) -> int:
-        reader = bc.open_reader(self.bag)
+        reader = storage.open_reader(self.bag)
         sent = 0
         try:
             conns = [c for c in reader.connections if c.topic in self.topics]
@@ -346,7 +346,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.delay > 0:
             time.sleep(args.delay)
         replayer.run()
-    except (ReplayError, bc.BagError) as exc:
+    except (ReplayError, messages.BagError) as exc:
         LOGGER.error("%s", exc)
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):

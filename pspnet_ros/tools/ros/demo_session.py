@@ -2,7 +2,7 @@
 
 ``run_session`` starts ``segmentation_node`` as its own process with a parameter file, replays a
 bag to it with a reliable publisher (and /clock, the node runs on sim time), records every output
-in this process and stops the node. It returns what it saw; ``pspnet_ros.demo`` turns that into
+in this process and stops the node. It returns what it saw; ``pspnet_ros.tools.demo`` turns that into
 pictures and numbers.
 """
 
@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from pspnet_ros.ros.replay import Replayer
+from pspnet_ros.tools.ros.replay import Replayer
 
 from .node_process import NodeProcess, node_env
 
@@ -222,18 +222,18 @@ def _warm_up(replayer: Replayer, image_topic: str, res: SessionResult, lock, pro
 
     Its camera_info goes with it: the grid needs it.
     """
-    from pspnet_ros.bags import common as bc
+    from pspnet_ros.tools.bags import messages, storage
 
-    reader = bc.open_reader(replayer.bag)
+    reader = storage.open_reader(replayer.bag)
     try:
         conn = next(c for c in reader.connections if c.topic == image_topic)
         _, first_ns, data = next(iter(reader.messages(connections=[conn])))
         info_conn = next((c for c in reader.connections if c.topic == info_topic), None)
-        info = (bc.deserialize(next(iter(reader.messages(connections=[info_conn])))[2], info_conn.msgtype)
+        info = (messages.deserialize(next(iter(reader.messages(connections=[info_conn])))[2], info_conn.msgtype)
                 if info_conn is not None and info_topic in replayer.topics else None)
     finally:
         reader.close()
-    msg = bc.deserialize(data, conn.msgtype)
+    msg = messages.deserialize(data, conn.msgtype)
     publisher = replayer.topics[image_topic].publisher
     deadline = time.monotonic() + max(timeout, 10.0)
     sent: List[int] = []
@@ -241,14 +241,14 @@ def _warm_up(replayer: Replayer, image_topic: str, res: SessionResult, lock, pro
         # Increasing stamps well before the bag (the sim clock never goes back): 100 s before
         # its start, 50 ms apart; the deadline stops this long before they could reach it.
         stamp = first_ns - 100_000_000_000 + 50_000_000 * len(sent)
-        msg.header = bc.header(stamp, msg.header.frame_id)
+        msg.header = messages.header(stamp, msg.header.frame_id)
         replayer.publish_clock(stamp)
         with lock:
             res.warmup_stamps.add(stamp)
         if info is not None:
-            info.header = bc.header(stamp, info.header.frame_id)
-            replayer.topics[info_topic].publisher.publish(bc.serialize(info))
-        publisher.publish(bc.serialize(msg))
+            info.header = messages.header(stamp, info.header.frame_id)
+            replayer.topics[info_topic].publisher.publish(messages.serialize(info))
+        publisher.publish(messages.serialize(msg))
         sent.append(stamp)
         step_end = time.monotonic() + 1.0
         while time.monotonic() < step_end:

@@ -115,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from tqdm import tqdm
 
     from ..paths import resolve_checkpoint, resolve_device
-    from . import EngineConfig, RealtimeEngine, Segmenter
+    from ..inference import EngineConfig, RealtimeEngine, Segmenter
     from .media import expand_inputs, read_image, read_video, video_info
 
     wanted = {w.strip() for w in args.outputs.split(",") if w.strip()}

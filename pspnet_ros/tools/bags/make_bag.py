@@ -29,7 +29,7 @@ from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from pspnet_ros.bags import common as bc
+from . import calibration, messages, storage
 from pspnet_ros.errors import InputError
 
 LOGGER = logging.getLogger(__name__)
@@ -92,14 +92,14 @@ def list_images(folder: Path, pattern: str = "*") -> List[Path]:
 
 
 def video_frames(path: Path) -> Iterator[Frame]:
-    from ..inference.media import read_video
+    from ..media import read_video
 
     for i, rgb in enumerate(read_video(path)):
         yield Frame(name=f"{path.stem}:{i}", rgb=rgb)
 
 
 def video_rate(path: Path) -> Optional[float]:
-    from ..inference.media import video_info
+    from ..media import video_info
 
     return video_info(path)[1]
 
@@ -142,7 +142,7 @@ def looks_like_kitti(inputs: Sequence[Path], pattern: str = "*") -> bool:
     return False
 
 
-def load_calibration_yaml(path: Path) -> bc.Intrinsics:
+def load_calibration_yaml(path: Path) -> calibration.Intrinsics:
     """Load a camera_calibration / camera_info_manager YAML (image_width, camera_matrix, ...)."""
     import yaml
 
@@ -152,7 +152,7 @@ def load_calibration_yaml(path: Path) -> bc.Intrinsics:
         p = data.get("projection_matrix", {}).get("data") or [k[0], 0, k[2], 0, 0, k[4], k[5], 0,
                                                                 0, 0, 1, 0]
         d = tuple(float(v) for v in data.get("distortion_coefficients", {}).get("data", []))
-        return bc.Intrinsics(int(data["image_width"]), int(data["image_height"]), float(p[0]),
+        return calibration.Intrinsics(int(data["image_width"]), int(data["image_height"]), float(p[0]),
                              float(p[5]), float(p[2]), float(p[6]), d or (0.0,) * 5,
                              tx=float(p[3]), source=str(path))
     except (OSError, KeyError, TypeError, IndexError, ValueError, yaml.YAMLError) as exc:
@@ -162,7 +162,7 @@ def load_calibration_yaml(path: Path) -> bc.Intrinsics:
 
 
 def choose_intrinsics(spec: str, inputs: Sequence[Path], pattern: str,
-                      width: int, height: int) -> Optional[bc.Intrinsics]:
+                      width: int, height: int) -> Optional[calibration.Intrinsics]:
     """CameraInfo model for frames of ``width`` x ``height``: from a YAML, KITTI's P2 or default.
 
     ``auto`` uses KITTI's P2 when the input looks like KITTI, else the documented default
@@ -173,9 +173,9 @@ def choose_intrinsics(spec: str, inputs: Sequence[Path], pattern: str,
     if spec == "auto":
         spec = "kitti" if looks_like_kitti(inputs, pattern) else "default"
     if spec == "kitti":
-        return bc.KITTI_P2.scaled(width, height)
+        return calibration.KITTI_P2.scaled(width, height)
     if spec == "default":
-        return bc.default_intrinsics(width, height)
+        return calibration.default_intrinsics(width, height)
     return load_calibration_yaml(Path(spec))
 
 
@@ -183,29 +183,29 @@ def write_bag(out: Path, frames: Iterator[Frame], *, topic: str, rate: float, st
               frame_id: str = "camera", compressed: bool = False, fmt: str = "mcap",
               camera_info: str = "auto", inputs: Sequence[Path] = (), pattern: str = "*",
               limit: Optional[int] = None, jpeg_quality: int = 90, overwrite: bool = False,
-              progress: bool = True, distro: str = bc.DEFAULT_DISTRO) -> int:
+              progress: bool = True, distro: str = storage.DEFAULT_DISTRO) -> int:
     """Write ``frames`` into a new bag at ``out``; returns the number of frames written."""
     from rosbags.rosbag2 import Writer
     from tqdm import tqdm
 
     if rate <= 0:
         raise InputError(f"--rate must be > 0, got {rate}")
-    bc.validate_topic(topic)
+    messages.validate_topic(topic)
     image_topic = f"{topic}/compressed" if compressed else topic
-    info_topic = bc.camera_info_topic(topic)
-    ts = bc.typestore()
+    info_topic = messages.camera_info_topic(topic)
+    ts = messages.typestore()
     count = 0
-    intr: Optional[bc.Intrinsics] = None
-    base_intr: Optional[bc.Intrinsics] = None
-    bc.check_distro(distro)
-    with bc.atomic_bag_dir(out, overwrite=overwrite) as tmp:
-        writer = Writer(tmp, version=bc.writer_version(distro), storage_plugin=bc.storage_plugin(fmt))
+    intr: Optional[calibration.Intrinsics] = None
+    base_intr: Optional[calibration.Intrinsics] = None
+    storage.check_distro(distro)
+    with storage.atomic_bag_dir(out, overwrite=overwrite) as tmp:
+        writer = Writer(tmp, version=storage.writer_version(distro), storage_plugin=storage.storage_plugin(fmt))
         writer.open()
         try:
             # Offered QoS as a camera driver offers it (reliable, volatile): `ros2 bag play`
             # publishes with it.
-            qos = [bc.qos_profile(reliable=True)]
-            img_conn = writer.add_connection(image_topic, bc.COMPRESSED if compressed else bc.IMAGE,
+            qos = [storage.qos_profile(reliable=True)]
+            img_conn = writer.add_connection(image_topic, messages.COMPRESSED if compressed else messages.IMAGE,
                                              typestore=ts, offered_qos_profiles=qos)
             info_conn = None
             total = count_frames(inputs, pattern) if inputs else None
@@ -214,12 +214,12 @@ def write_bag(out: Path, frames: Iterator[Frame], *, topic: str, rate: float, st
             for frame in bar:
                 if limit is not None and count >= limit:
                     break
-                stamp = bc.stamp_ns(start_ns, count, rate)
+                stamp = messages.stamp_ns(start_ns, count, rate)
                 width, height = frame.size()
                 if count == 0:
                     base_intr = choose_intrinsics(camera_info, inputs, pattern, width, height)
                     if base_intr is not None:
-                        info_conn = writer.add_connection(info_topic, bc.CAMERA_INFO, typestore=ts,
+                        info_conn = writer.add_connection(info_topic, messages.CAMERA_INFO, typestore=ts,
                                                           offered_qos_profiles=qos)
                         LOGGER.info("camera_info on %s: %s intrinsics", info_topic,
                                     base_intr.source)
@@ -232,13 +232,13 @@ def write_bag(out: Path, frames: Iterator[Frame], *, topic: str, rate: float, st
                     intr = base_intr.scaled(width, height)
                 if info_conn is not None:
                     writer.write(info_conn, stamp,
-                                 bc.serialize(bc.camera_info_msg(intr, stamp, frame_id)))
+                                 messages.serialize(calibration.camera_info_msg(intr, stamp, frame_id)))
                 if compressed:
-                    msg = bc.compressed_msg(frame.jpeg(jpeg_quality), "rgb8; jpeg compressed bgr8",
+                    msg = messages.compressed_msg(frame.jpeg(jpeg_quality), "rgb8; jpeg compressed bgr8",
                                             stamp, frame_id)
                 else:
-                    msg = bc.image_msg(frame.array(), stamp, frame_id)
-                writer.write(img_conn, stamp, bc.serialize(msg))
+                    msg = messages.image_msg(frame.array(), stamp, frame_id)
+                writer.write(img_conn, stamp, messages.serialize(msg))
                 count += 1
             if count == 0:
                 raise InputError("no frames to write")
@@ -247,15 +247,15 @@ def write_bag(out: Path, frames: Iterator[Frame], *, topic: str, rate: float, st
         except BaseException:
             writer.abort()
             raise
-        bc.finish_for_distro(tmp, distro)
+        storage.finish_for_distro(tmp, distro)
     return count
 
 
 def describe(path: Path) -> str:
     """Return a short ``ros2 bag info``-like summary of a bag."""
-    reader = bc.open_reader(path)
+    reader = storage.open_reader(path)
     try:
-        lines = [f"bag:      {path}  ({bc.bag_format(path)})",
+        lines = [f"bag:      {path}  ({storage.bag_format(path)})",
                  f"duration: {reader.duration / 1e9:.3f} s   start: {reader.start_time / 1e9:.3f}"
                  f"   messages: {reader.message_count}"]
         width = max(len(c.topic) for c in reader.connections)
@@ -323,11 +323,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path,
                    help="image folders (sorted by name), image files or videos (PyAV)")
     p.add_argument("--out", type=Path, required=True, help="bag directory to create")
-    p.add_argument("--format", choices=bc.FORMATS, default=None,
+    p.add_argument("--format", choices=storage.FORMATS, default=None,
                    help="rosbag2 storage plugin (default mcap, ROS 2's default since Iron; "
                         "sqlite3 with --distro humble)")
-    p.add_argument("--distro", choices=bc.DISTROS, default=bc.DEFAULT_DISTRO,
-                   help=f"ROS 2 distro that will play the bag (default {bc.DEFAULT_DISTRO}: metadata "
+    p.add_argument("--distro", choices=storage.DISTROS, default=storage.DEFAULT_DISTRO,
+                   help=f"ROS 2 distro that will play the bag (default {storage.DEFAULT_DISTRO}: metadata "
                         "version 9, read by Jazzy and Kilted; humble: version 5)"),
     p.add_argument("--rate", type=float, default=None,
                    help=f"frame rate in Hz (default: the video's rate, {DEFAULT_IMAGE_RATE:g} "
@@ -375,7 +375,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         start = args.start_time if args.start_time is not None else float(int(time.time()))
         n = write_bag(args.out, iter_frames(args.inputs, args.pattern), topic=args.topic,
                       rate=rate, start_ns=int(round(start * 1e9)), frame_id=args.frame_id,
-                      compressed=args.compressed, fmt=args.format or bc.default_format(args.distro),
+                      compressed=args.compressed, fmt=args.format or storage.default_format(args.distro),
                       camera_info=args.camera_info, distro=args.distro,
                       inputs=args.inputs, pattern=args.pattern, limit=args.limit,
                       jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
@@ -383,7 +383,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if calib is not None:
             write_bev_params(args.bev_params, calib, args.bev_frame_id)
             LOGGER.info("BEV parameters (camera_to_ground of %s) -> %s", calib, args.bev_params)
-    except (InputError, bc.BagError) as exc:
+    except (InputError, messages.BagError) as exc:
         LOGGER.error("%s", exc)
         return 1
     LOGGER.info("wrote %d frames at %.3g Hz to %s", n, rate, args.out)

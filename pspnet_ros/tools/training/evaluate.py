@@ -38,7 +38,7 @@ class KittiBevEval:
     """
 
     def __init__(self, calib_files: Sequence[Optional[Path]], grid=None, device="cpu") -> None:
-        from .. import bev
+        from ... import bev
 
         self._bev = bev
         self.grid = grid or bev.GridSpec()
@@ -197,7 +197,7 @@ def bev_evaluator(ds) -> KittiBevEval:
 
     Frames without a calibration file are named in a warning and skipped, never silently.
     """
-    from ..bev import kitti_calib_for
+    from ...bev import kitti_calib_for
 
     files = [kitti_calib_for(img, Path(ds.root) / "calib") for img, _ in ds.pairs]
     ev = KittiBevEval(files)
@@ -258,8 +258,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..models import CheckpointError, load_model
-    from ..paths import data_root, resolve_checkpoint, resolve_device
+    from ...models import CheckpointError, load_model
+    from ...paths import data_root, resolve_checkpoint, resolve_device
 
     args = get_args_parser().parse_args(argv)
     if args.threads:
@@ -302,7 +302,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             log.error("--precision/--backend evaluate the node's single-pass path: no --flip, --scales "
                       "or --sliding-window")
             return 2
-        from ..inference import Segmenter
+        from ...inference import Segmenter
 
         try:
             seg = Segmenter.from_checkpoint(str(ckpt), device=device, precision=args.precision or "auto",

@@ -82,7 +82,7 @@ def build_untrained(arch: str, size: Tuple[int, int], head_channels: Optional[in
     """Build an untrained PSPNet with real kitti_road metadata (benchmarks before models ship)."""
     import torch
 
-    from ..data.classes import dataset_meta
+    from .data.classes import dataset_meta
     from ..models import build_pspnet
 
     torch.manual_seed(0)
@@ -160,7 +160,7 @@ def run(naive, segs, cfg, frames: List[np.ndarray], n: int, naive_n: int, source
     ``rounds`` (naive, then every engine, per round) so a change in machine load (shared CPUs)
     hits all alike. Returns ``{"naive_fps", "naive_times", "engines": [per-engine dict]}``.
     """
-    from . import RealtimeEngine
+    from ..inference import RealtimeEngine
 
     class Run:
         def __init__(self, seg) -> None:
@@ -238,7 +238,7 @@ def run(naive, segs, cfg, frames: List[np.ndarray], n: int, naive_n: int, source
 
 def configurations(args, cuda: bool) -> List[Tuple[str, str]]:
     """(backend, precision) pairs to measure, the auto choice first with ``--compare``."""
-    from .segmenter import BACKENDS, PRECISIONS, _installed
+    from ..inference.segmenter import BACKENDS, PRECISIONS, _installed
 
     if args.compare:
         backends = ("torch",) if cuda else tuple(b for b in ("onnxruntime", "openvino", "torch") if _installed(b))
@@ -263,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from ..models import CheckpointError, load_model
     from ..paths import ModelNotFoundError, resolve_checkpoint, resolve_device
-    from .segmenter import parse_size
+    from ..inference.segmenter import parse_size
 
     try:
         device = resolve_device(args.device)
@@ -327,7 +327,7 @@ def _bench_frames(args, argv, model, meta, name, size, device, cuda, pairs, fram
     """Measure naive and every engine configuration on ``frames``; print the table, return (rc, result)."""
     import torch
 
-    from . import EngineConfig, Segmenter
+    from ..inference import EngineConfig, Segmenter
     from .naive import NaiveSegmenter
 
     n = args.frames or (300 if cuda else 60)

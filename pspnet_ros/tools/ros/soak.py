@@ -457,7 +457,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def soak(args: argparse.Namespace, duration: float) -> Dict[str, Any]:
-    from ..paths import data_root
+    from ...paths import data_root
 
     root = data_root(args.data_root)
     frames = load_frames(root, args.frames)

@@ -16,7 +16,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ..inference.sizing import auto_inference_size
+from ...inference.sizing import auto_inference_size
 from .classes import IGNORE_INDEX
 
 Size = Tuple[int, int]

@@ -1,8 +1,8 @@
 """``make demo``: the whole pipeline on a short real driving sequence, in a few minutes on a CPU.
 
-    make demo                                   # = .venv/bin/python -m pspnet_ros.demo
-    python -m pspnet_ros.demo --frames 3        # reduced run (CI)
-    python -m pspnet_ros.demo --checkpoint my.pt --rate 2
+    make demo                                   # = .venv/bin/python -m pspnet_ros.tools.demo
+    python -m pspnet_ros.tools.demo --frames 3        # reduced run (CI)
+    python -m pspnet_ros.tools.demo --checkpoint my.pt --rate 2
 
 1. turns the shipped KITTI road frames (data/sample/kitti_road, validation split, CC BY-NC-SA 3.0)
    into a rosbag2 with ``pspnet make-bag``;
@@ -35,10 +35,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from pspnet_ros.bags import common as bc
+from pspnet_ros.tools.bags import messages, storage
 from pspnet_ros.paths import sample_dir
 
-LOGGER = logging.getLogger("pspnet_ros.demo")
+LOGGER = logging.getLogger("pspnet_ros.tools.demo")
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = sample_dir()
@@ -53,7 +53,7 @@ BEV_COLORS = {0: (255, 0, 255), 100: (255, 0, 0)}  # the KITTI road palette: roa
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pspnet_ros.demo", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m pspnet_ros.tools.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (demo_out)")
     p.add_argument("--sample", type=Path, default=SAMPLE,
@@ -90,7 +90,7 @@ def resolve_model(checkpoint: str, device: str) -> Path:
             f"demo: no shipped KITTI road model ({exc}).\n"
             "The shipped models are produced by training (see the README, 'Train on your own "
             "data'); until one is in models/, run the demo with a checkpoint of your own:\n"
-            "    .venv/bin/python -m pspnet_ros.demo --checkpoint PATH/TO/model.pt") from None
+            "    .venv/bin/python -m pspnet_ros.tools.demo --checkpoint PATH/TO/model.pt") from None
     if not path.is_file():
         raise SystemExit(f"demo: checkpoint {path} does not exist")
     return path
@@ -98,7 +98,7 @@ def resolve_model(checkpoint: str, device: str) -> Path:
 
 def make_sample_bag(out: Path, sample: Path, frames: Optional[int], rate: float) -> Path:
     """Write ``out/sample_bag`` from the frames in ``sample`` (KITTI P2 camera_info)."""
-    from pspnet_ros.bags.make_bag import iter_frames, write_bag
+    from pspnet_ros.tools.bags.make_bag import iter_frames, write_bag
 
     bag = out / "sample_bag"
     n = write_bag(bag, iter_frames([sample]), topic=IMAGE_TOPIC, rate=rate, start_ns=START_NS,
@@ -110,7 +110,7 @@ def make_sample_bag(out: Path, sample: Path, frames: Optional[int], rate: float)
 
 def make_bev_params(out: Path, sample: Path) -> Optional[Path]:
     """``pspnet make-bag --bev-params`` for the sample: None when its frames have no calibration."""
-    from pspnet_ros.bags.make_bag import find_kitti_calib, write_bev_params
+    from pspnet_ros.tools.bags.make_bag import find_kitti_calib, write_bev_params
     from pspnet_ros.errors import InputError
 
     try:
@@ -140,20 +140,20 @@ def write_params(path: Path, checkpoint: Path, device: str, drop_policy: str,
         params["inference_size"] = [int(v) for v in inference_size]
     if bev_params is not None:
         params.update(yaml.safe_load(bev_params.read_text())["/**"]["ros__parameters"])
-    path.write_text("# Written by `make demo` (python -m pspnet_ros.demo); see config/pspnet.yaml\n"
+    path.write_text("# Written by `make demo` (python -m pspnet_ros.tools.demo); see config/pspnet.yaml\n"
                     + yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False))
     return path
 
 
 def bag_frames(bag: Path) -> Dict[int, np.ndarray]:
     """Header stamp -> RGB input frame of the demo bag."""
-    reader = bc.open_reader(bag)
+    reader = storage.open_reader(bag)
     try:
         conns = [c for c in reader.connections if c.topic == IMAGE_TOPIC]
         frames = {}
         for c, _, data in reader.messages(connections=conns):
-            msg = bc.deserialize(data, c.msgtype)
-            frames[bc.header_ns(msg)] = np.array(bc.msg_to_rgb(msg, c.msgtype))
+            msg = messages.deserialize(data, c.msgtype)
+            frames[messages.header_ns(msg)] = np.array(messages.msg_to_rgb(msg, c.msgtype))
         return frames
     finally:
         reader.close()
@@ -161,7 +161,7 @@ def bag_frames(bag: Path) -> Dict[int, np.ndarray]:
 
 def write_video(path: Path, frames: List[np.ndarray], fps: float) -> Path:
     """H.264 MP4 of ``frames`` (the package's one writer, ``inference.media.VideoWriter``)."""
-    from .inference.media import VideoWriter
+    from .media import VideoWriter
 
     with VideoWriter(path, fps) as writer:
         for f in frames:
@@ -321,7 +321,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     domain = args.domain_id if args.domain_id is not None else _private_domain()
     LOGGER.info("ROS_DOMAIN_ID=%d (private, localhost only)", domain)
 
-    from pspnet_ros.ros.demo_session import SessionError, run_session
+    from pspnet_ros.tools.ros.demo_session import SessionError, run_session
 
     try:
         res = run_session(bag, params, workdir=out, domain_id=domain, rate=1.0,
@@ -363,7 +363,7 @@ def _bev_projector(bev_params: Path, size):
     import yaml
 
     from pspnet_ros import bev
-    from pspnet_ros.bags.calibration import KITTI_P2
+    from pspnet_ros.tools.bags.calibration import KITTI_P2
 
     values = yaml.safe_load(bev_params.read_text())["/**"]["ros__parameters"]["bev"]
     intr = KITTI_P2.scaled(size[1], size[0])
@@ -372,7 +372,7 @@ def _bev_projector(bev_params: Path, size):
 
 
 def _private_domain() -> int:
-    """Return the tools' private domain scheme (pspnet_ros.ros.node_process.private_domain)."""
+    """Return the tools' private domain scheme (pspnet_ros.tools.ros.node_process.private_domain)."""
     from .ros.node_process import private_domain
 
     return private_domain(os.getpid() ^ time.time_ns())
