@@ -1,7 +1,8 @@
 """A ``sitecustomize`` for node processes under test.
 
 It records what the process does that a perception node must not do on its own (write files, open
-network connections, start programs, unpickle with the unrestricted unpickler).
+network connections, start programs, unpickle with the unrestricted unpickler), and which
+pspnet_ros modules it imports (the node must load no tool module).
 
 ``install(tmp)`` writes the module into ``tmp/audit_site`` and returns the environment to add
 (``PYTHONPATH`` to that folder and ``PSPNET_AUDIT_LOG``). Python's audit hooks
@@ -52,6 +53,8 @@ if _path:
             _log.write(f"exec\t{event}\t{args!r:.300}\n")
         elif event == "pickle.find_class":
             _log.write(f"unpickle\t{args!r:.300}\n")
+        elif event == "import" and str(args[0]).startswith("pspnet_ros"):
+            _log.write(f"import\t{args[0]}\n")
 
     sys.addaudithook(_hook)
 """

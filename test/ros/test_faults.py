@@ -205,6 +205,16 @@ def test_node_a_wrote_nowhere_near_its_parameters_and_used_no_network(readonly_c
     print(f"node /a audit: {len(writes)} Python-level file writes, none under {folder}: {sorted(set(writes))[:10]}")
 
 
+def test_node_a_loaded_no_tool_module(node_a_env):
+    """The running node (real model, default engine factory) imports the runtime only (issue 21)."""
+    _env, log = node_a_env
+    imported = {e[1] for e in audit_hook.events(log) if e[0] == "import"}
+    assert "pspnet_ros.ros.node" in imported and "pspnet_ros.inference.engine" in imported, sorted(imported)
+    tools = sorted(m for m in imported if m.startswith("pspnet_ros.tools"))
+    assert not tools, f"the node process imported tool modules: {tools}"
+    print(f"node /a imported {len(imported)} pspnet_ros modules, no tool module")
+
+
 def test_node_before_camera_oom_output_qos_and_sigterm(tmp, domain, tiny_checkpoint, frames):
     node = NodeProcess(tmp, domain, {"checkpoint": str(tiny_checkpoint), "qos_reliability": "auto",
                                      "output_resolution": "network", **PARAMS},
@@ -277,7 +287,7 @@ def _bad_checkpoints(folder: Path, tiny: Path):
     """Name -> (checkpoint path, fragments the message must contain)."""
     import torch
 
-    from pspnet_ros.data.classes import dataset_meta
+    from pspnet_ros.tools.data.classes import dataset_meta
     from pspnet_ros.models import build_pspnet
 
     good = tiny.read_bytes()
