@@ -27,7 +27,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
 PACKAGE = "pspnet_ros"
-EXIT_FATAL = 3  # pspnet_ros.ros.node.EXIT_FATAL (not imported: launch files stay import-light)
+EXIT_FATAL = 3  # pspnet_ros.ros.process.EXIT_FATAL (not imported: launch files stay import-light)
 RESPAWN_DELAY_S = 2.0
 
 

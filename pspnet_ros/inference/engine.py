@@ -46,9 +46,19 @@ RUNTIME_SETTINGS = ("overlay_alpha", "outputs", "drivable_classes", "upsample", 
 _LOG_EVERY_S = 5.0
 
 
+# Errors after which a CUDA context is unusable (every later call fails too).
+STICKY_CUDA_ERRORS = ("illegal memory access", "device-side assert", "unspecified launch failure",
+                      "misaligned address", "an illegal instruction", "cuda error: unknown error",
+                      "device not ready", "uncorrectable ecc")
+
+
 def classify_error(exc: BaseException) -> str:
+    """Return the :class:`FrameError` kind of an exception (one of ``ERROR_KINDS``)."""
     if isinstance(exc, InputError):
         return "bad_input"
+    text = str(exc).lower()
+    if "cuda" in text and any(k in text for k in STICKY_CUDA_ERRORS):
+        return "device_lost"
     if isinstance(exc, torch.OutOfMemoryError) or (
             isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()):
         return "oom"

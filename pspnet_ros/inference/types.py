@@ -18,7 +18,7 @@ DEFAULT_OUTPUTS: FrozenSet[str] = frozenset({"labels", "color", "overlay", "driv
 DROP_POLICIES = ("latest", "queue")
 OUTPUT_RESOLUTIONS = ("input", "network")
 UPSAMPLE_MODES = ("logits", "labels")
-ERROR_KINDS = ("bad_input", "oom", "failed")
+ERROR_KINDS = ("bad_input", "oom", "device_lost", "failed")
 #: Encoded images whose header announces more pixels than this are refused before decoding.
 DEFAULT_MAX_PIXELS = 50_000_000
 
@@ -164,7 +164,8 @@ class FrameError:
     """A frame that produced no result.
 
     kind: ``bad_input`` (the frame or its encoding is invalid), ``oom`` (out of device memory; the
-    cache was cleared), ``failed`` (anything else).
+    cache was cleared), ``device_lost`` (a sticky CUDA error: the context is unusable, every later
+    frame fails too), ``failed`` (anything else).
     """
 
     stamp: Any

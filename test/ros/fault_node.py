@@ -20,6 +20,8 @@ import argparse
 import sys
 from typing import Any, Sequence
 
+import rclpy
+
 from pspnet_ros.ros import node
 
 
@@ -37,12 +39,12 @@ def main() -> int:
         def failing_spin(n: Any) -> None:
             deadline = time.monotonic() + 1.0
             while time.monotonic() < deadline:
-                node.rclpy.spin_once(n, timeout_sec=0.1)
+                rclpy.spin_once(n, timeout_sec=0.1)
             if args.fail_spin == "after-shutdown":
-                node.rclpy.try_shutdown()
+                rclpy.try_shutdown()
             raise RuntimeError("simulated: Unable to convert call argument '0' to Python object")
 
-        node.rclpy.spin = failing_spin
+        rclpy.spin = failing_spin
 
     def hook(items: Sequence[Any]) -> None:
         import torch

@@ -108,10 +108,10 @@ def test_node_and_bag_check_compressed_images_identically(fmt, data, ok):
 
 def test_class_info_has_one_home():
     from pspnet_ros.class_info import class_info_json
-    from pspnet_ros.ros import node
+    from pspnet_ros.ros import outputs
     from pspnet_ros.tools.bags import process
 
-    assert process.class_info_json is class_info_json and node.class_info_json is class_info_json
+    assert process.class_info_json is class_info_json and outputs.class_info_json is class_info_json
     info = json.loads(class_info_json({"classes": ["a", "b"], "palette": [[1, 2, 3], [4, 5, 6]],
                                        "dataset": "x", "drivable_classes": ["b"]}))
     assert info["classes"] == ["a", "b"] and info["drivable_classes"] == ["b"]

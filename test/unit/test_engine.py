@@ -196,7 +196,21 @@ def test_failing_frames_do_not_kill_the_worker(seg):
     assert isinstance(errors[0], FrameError) and "boom" in errors[0].message
     assert "single-channel" in str(errors[1].error)
     assert stats["failed"] == 2 and stats["processed"] == 3 and stats["callback_errors"] == 1
-    assert stats["errors"] == {"bad_input": 1, "oom": 0, "failed": 1}
+    assert stats["errors"] == {"bad_input": 1, "oom": 0, "device_lost": 0, "failed": 1}
+
+
+@pytest.mark.parametrize("exc, kind", [
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), "device_lost"),
+    (RuntimeError("CUDA error: device-side assert triggered"), "device_lost"),
+    (RuntimeError("illegal memory access in my own code"), "failed"),  # not CUDA: not sticky
+    (torch.cuda.OutOfMemoryError("CUDA out of memory"), "oom"),
+    (ValueError("boom"), "failed"),
+])
+def test_classify_error_names_sticky_cuda_errors_device_lost(exc, kind):
+    """One classification for the engine and the node (which ends itself on device_lost)."""
+    from pspnet_ros.inference.engine import classify_error
+
+    assert classify_error(exc) == kind
 
 
 def test_out_of_memory_is_reported_as_oom_and_the_engine_continues(seg):

@@ -457,7 +457,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from pspnet_ros.tools.quantize import Int8Unavailable
+    from pspnet_ros.inference.int8 import Int8Unavailable
 
     args = get_args_parser().parse_args(argv)
     try:

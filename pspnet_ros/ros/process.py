@@ -1,0 +1,118 @@
+"""The node process: rclpy init, spin, signals, the log bridge and the exit codes.
+
+Exit codes: 0 after SIGINT/SIGTERM or a shutdown, ``EXIT_STARTUP`` (2) when the node cannot start
+with its configuration (:class:`StartupError`, logged without a traceback), ``EXIT_FATAL`` (3) when
+the engine cannot process frames any more (:class:`FatalDeviceError`), the code the launch
+file's respawn restarts on.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import sys
+import threading
+from typing import Any, Callable, List, Optional
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+
+NODE_NAME = "segmentation_node"
+EXIT_STARTUP = 2
+EXIT_FATAL = 3
+
+
+class StartupError(RuntimeError):
+    """The node cannot start with this configuration; the message says why (no traceback)."""
+
+
+class FatalDeviceError(RuntimeError):
+    """The engine cannot process frames any more.
+
+    A sticky CUDA error (the engine's error kind ``device_lost``), or too many consecutive
+    failures: the node exits with EXIT_FATAL so that ``respawn=True`` restarts it.
+    """
+
+
+class _RosLogHandler(logging.Handler):
+    """Forward the library's Python logging (engine, decoders) to the node's ROS logger.
+
+    Those lines then reach /rosout and the console in ROS format instead of bare stderr.
+    """
+
+    def __init__(self, logger: Any) -> None:
+        super().__init__(level=logging.INFO)
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = f"[{record.name}] {record.getMessage()}"
+            if record.levelno >= logging.ERROR:
+                self._logger.error(msg)
+            elif record.levelno >= logging.WARNING:
+                self._logger.warning(msg)
+            else:
+                self._logger.info(msg)
+        except Exception:  # noqa: BLE001 (logging must never take the node down)
+            self.handleError(record)
+
+
+def bridge_library_logging() -> None:
+    """Send the library's Python logging (logger ``pspnet_ros``) to the node's ROS logger."""
+    lib = logging.getLogger("pspnet_ros")
+    if not any(isinstance(h, _RosLogHandler) for h in lib.handlers):
+        lib.addHandler(_RosLogHandler(rclpy.logging.get_logger(NODE_NAME)))
+        lib.setLevel(logging.INFO)
+        lib.propagate = False
+
+
+def run(make_node: Callable[[], Any], argv: Optional[List[str]] = None) -> int:
+    """Init rclpy, build the node with ``make_node()``, spin it; return the process exit code."""
+    starting = True
+
+    def sigterm_while_starting(signum: int, frame: Any) -> None:
+        # rclpy turns SIGTERM into a context shutdown, which nothing notices while the model
+        # loads (seconds, then a traceback from the dead context); during start-up, stop the way
+        # SIGINT does. Afterwards rclpy's own handling (spin returns) applies.
+        if starting:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm_while_starting)  # installed first: rclpy chains to it
+    try:
+        rclpy.init(args=argv if argv is not None else sys.argv)
+    except RuntimeError as exc:  # rcl's RCLError: unreadable --params-file, bad --ros-args
+        # rcl has already logged its own line; add one that says what to fix, without a traceback.
+        detail = str(exc).split(", at /")[0]
+        sys.stderr.write(f"[FATAL] [{NODE_NAME}]: cannot start: {detail}\n")
+        return EXIT_STARTUP
+    bridge_library_logging()
+    node: Any = None
+    try:
+        node = make_node()
+        starting = False
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StartupError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        return EXIT_STARTUP
+    except FatalDeviceError:
+        return EXIT_FATAL  # already logged and published by the node
+    except Exception as exc:  # noqa: BLE001 - only errors raised by the shutdown itself end here quietly
+        if rclpy.ok():
+            raise  # the node is not stopping: a real error, with its traceback
+        # SIGINT/SIGTERM shut the context down between the executor's wait and its take of a
+        # message (seen: rclpy's take_message raising RuntimeError). The node was stopping anyway.
+        rclpy.logging.get_logger(NODE_NAME).info(
+            f"stopped; the shutdown interrupted the executor ({type(exc).__name__}: {exc})")
+    finally:
+        if node is not None:
+            node.close()
+        rclpy.try_shutdown()
+        # All that is left is interpreter teardown, whose final garbage collections walk every
+        # object torch created: 2.5-3.5 s after SIGINT/SIGTERM on a busy 2-core CPU, 0.6-0.8 s
+        # with the heap frozen (nothing needs collecting any more). Keeps exit within 2 s.
+        gc.freeze()
+    return 0
