@@ -128,7 +128,8 @@ def test_eval_int8_of_the_shipped_kitti_model_on_real_val_frames_stays_within_to
         assert rc == 0
         res[precision] = json.loads(out.read_text())
         assert res[precision]["precision"] == precision and res[precision]["images"] == 29
-        assert res[precision]["path"].startswith("node (Segmenter: onnxruntime " + precision)
+        assert res[precision]["path"].startswith("node (Segmenter: 188x621 onnxruntime " + precision)
+        assert res[precision]["sizes"]["188x621"]["precision"] == precision
     assert res["fp32"]["maxf"] > 0.95  # the shipped model, not a broken export
     assert res["fp32"]["maxf"] - res["int8"]["maxf"] <= 0.005
     assert res["fp32"]["miou"] - res["int8"]["miou"] <= 0.010
