@@ -24,6 +24,8 @@ COMMANDS = {
     "quantize": ("pspnet_ros.tools.quantize", "make the INT8 model of a checkpoint (calibrated, accuracy-checked)",
                  "train"),
     "make-bag": ("pspnet_ros.tools.bags.make_bag", "turn image folders or videos into a rosbag2", "bags"),
+    "extract-frames": ("pspnet_ros.tools.bags.extract", "sample a rosbag2's camera frames into PNGs for labelling",
+                       "bags"),
     "bag": ("pspnet_ros.tools.bags.process", "segment every frame of a rosbag2 into a new bag", "bags"),
     "replay": ("pspnet_ros.tools.ros.replay", "publish a bag's images over ROS 2 (ros2 bag play stand-in)", "bags"),
     "soak": ("pspnet_ros.tools.ros.soak", "run the node under a 30 Hz publisher and track RSS/latency", "bags"),

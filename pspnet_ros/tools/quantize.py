@@ -150,9 +150,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pspnet quantize", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default="auto", help="checkpoint file, or 'auto' (shipped model of --dataset)")
-    p.add_argument("--dataset", default=None, choices=("kitti_road", "camvid", "camvid_drivable"),
-                   help="calibration/check dataset (default: the checkpoint's)")
-    p.add_argument("--root", default=None, help="dataset root (default: $PSPNET_DATA_ROOT or ../shared/data)")
+    p.add_argument("--dataset", default=None, choices=("kitti_road", "camvid", "camvid_drivable", "folder"),
+                   help="calibration/check dataset (default: the checkpoint's); folder: your own "
+                        "images/, masks/ and classes.yaml under --root")
+    p.add_argument("--root", default=None, help="dataset root (default: $PSPNET_DATA_ROOT or ../shared/data); "
+                                                "for folder: the folder")
     p.add_argument("--size", default=None, help="inference size HxW (default: the checkpoint's)")
     p.add_argument("--calib-split", default="train", help="split the calibration frames come from")
     p.add_argument("--calib-frames", type=int, default=64, help="calibration frames (evenly spaced)")

@@ -1,6 +1,6 @@
-"""CamVid and KITTI road datasets.
+"""CamVid, KITTI road and folder (your own camera) datasets.
 
-Both return ``(image, mask)`` after the paired transform: by default ``image`` is a (3, H, W)
+All return ``(image, mask)`` after the paired transform: by default ``image`` is a (3, H, W)
 uint8 tensor (RGB) and ``mask`` a (H, W) int64 tensor with class ids and 255 for ignore.
 Images may be .png or .jpg.
 """
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .classes import IGNORE_INDEX
+from .classes import CLASSES_FILE, FOLDER, IGNORE_INDEX, DatasetInfo, load_classes_yaml
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
@@ -211,10 +211,145 @@ class CamVidDrivable(CamVid):
         return mask
 
 
-DATASET_CLASSES = {"camvid": CamVid, "kitti_road": KittiRoad, "camvid_drivable": CamVidDrivable}
+class FolderDatasetError(ValueError):
+    """A folder dataset does not hold what it must: the message names each file and the fix."""
+
+
+def _problem_list(title: str, items: Sequence[str], limit: int = 10) -> str:
+    more = f"\n  ... and {len(items) - limit} more" if len(items) > limit else ""
+    return f"{title} ({len(items)}):\n  " + "\n  ".join(items[:limit]) + more
+
+
+def decode_folder_mask(path: Path, info: DatasetInfo) -> np.ndarray:
+    """(H, W) uint8 class ids of one mask of a folder dataset.
+
+    An indexed PNG (mode "P": the palette index) or a single-channel one (mode "L") holds the class
+    id as its pixel value; an RGB(A) mask is mapped through the classes' colours (and
+    ``ignore_color``), as a labelling tool exports it. Raises FolderDatasetError for values or
+    colours that are no class (naming the file, the values and the valid ones).
+    """
+    with Image.open(path) as im:
+        mode = im.mode
+        if mode in ("P", "L", "I", "I;16"):
+            raw = np.asarray(im)
+        elif mode in ("RGB", "RGBA"):
+            raw = None
+            rgb = np.asarray(im.convert("RGB"))
+        else:
+            raise FolderDatasetError(f"mask {path}: PNG mode {mode!r} is not a label image; save masks as "
+                                     "indexed (mode P) or 8-bit single-channel (mode L) PNGs, class id = pixel "
+                                     "value, or as RGB in the classes' colours")
+    k = info.num_classes
+    if raw is not None:
+        bad = np.unique(raw[(raw >= k) & (raw != info.ignore_index)])
+        if bad.size:
+            shown = ", ".join(str(int(v)) for v in bad[:10]) + (", ..." if bad.size > 10 else "")
+            raise FolderDatasetError(
+                f"mask {path}: class id(s) {shown} not in {CLASSES_FILE} (valid: 0-{k - 1} for "
+                f"{', '.join(info.classes)}; {info.ignore_index} = ignore_index, unlabelled)")
+        return raw.astype(np.uint8)
+    code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    colors = [(c, i) for i, c in enumerate(info.palette)]
+    if info.ignore_color is not None:
+        colors.append((info.ignore_color, info.ignore_index))
+    keys = np.array([(r << 16) | (g << 8) | b for (r, g, b), _ in colors], np.int32)
+    values = np.array([v for _, v in colors], np.uint8)
+    order = np.argsort(keys)
+    keys, values = keys[order], values[order]
+    pos = np.clip(np.searchsorted(keys, code), 0, len(keys) - 1)
+    known = keys[pos] == code
+    if not bool(known.all()):
+        bad = np.unique(code[~known])
+        shown = ", ".join(str([int(c) >> 16, (int(c) >> 8) & 255, int(c) & 255]) for c in bad[:5])
+        raise FolderDatasetError(
+            f"mask {path}: RGB colour(s) {shown}{', ...' if bad.size > 5 else ''} are no class colour in "
+            f"{CLASSES_FILE} (classes: " + ", ".join(f"{n} {list(c)}" for n, c in zip(info.classes, info.palette))
+            + (f"; ignore_color {list(info.ignore_color)}" if info.ignore_color else "; no ignore_color set") + ")")
+    return values[pos]
+
+
+class FolderDataset(SegmentationDataset):
+    """Your own frames: ``<root>/images/<stem>.{png,jpg}``, ``<root>/masks/<stem>.png``, ``<root>/classes.yaml``.
+
+    ``split``: ``all`` (every image), a name whose stem list ``<root>/<split>.txt`` exists (one
+    stem per line, e.g. train.txt and val.txt), or a path to such a list. The folder is checked
+    when the dataset is built, and every problem is reported at once (FolderDatasetError): masks
+    without an image, images of the split without a mask, listed stems without an image, a mask
+    of another size than its image, class ids or colours that classes.yaml does not define.
+    """
+
+    def __init__(self, root, split: str = "train", transform=None, cache: bool = False,
+                 validate: bool = True) -> None:
+        root = Path(root)
+        self.root = root
+        self.info = load_classes_yaml(root / CLASSES_FILE)
+        img_dir, mask_dir = root / "images", root / "masks"
+        for d in (img_dir, mask_dir):
+            if not d.is_dir():
+                raise FolderDatasetError(f"folder dataset {root}: no {d.name}/ folder (expected images/<stem>.png|jpg, "
+                                         f"masks/<stem>.png and {CLASSES_FILE})")
+        images = {p.stem: p for p in sorted(img_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTS}
+        masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if p.suffix.lower() == ".png"}
+        problems = []
+        orphans = sorted(set(masks) - set(images))
+        if orphans:
+            problems.append(_problem_list(f"masks without an image in {img_dir}",
+                                          [str(masks[s]) for s in orphans]))
+        if split == "all":
+            stems = sorted(images)
+        else:
+            list_file = Path(split) if Path(split).is_file() else root / f"{split}.txt"
+            if not list_file.is_file():
+                raise FolderDatasetError(f"folder dataset {root}: split {split!r} needs the stem list {list_file} "
+                                         "(one image stem per line), or use the split 'all'")
+            stems = [ln.strip() for ln in list_file.read_text().splitlines()
+                     if ln.strip() and not ln.strip().startswith("#")]
+            if not stems:
+                raise FolderDatasetError(f"folder dataset {root}: {list_file} lists no stems")
+            unknown = [s for s in stems if s not in images]
+            if unknown:
+                problems.append(_problem_list(f"stems in {list_file} without an image in {img_dir}", unknown))
+            stems = [s for s in stems if s in images]
+        unlabelled = [s for s in stems if s not in masks]
+        if unlabelled:
+            problems.append(_problem_list(f"images without a mask (expected {mask_dir}/<stem>.png)",
+                                          [str(images[s]) for s in unlabelled]))
+        pairs = [(images[s], masks[s]) for s in stems if s in masks]
+        if validate and not problems:
+            problems += self._check_pairs(pairs)
+        if problems:
+            raise FolderDatasetError(f"folder dataset {root} (split {split}):\n" + "\n".join(problems))
+        if not pairs:
+            raise FolderDatasetError(f"folder dataset {root}: split {split!r} has no images")
+        super().__init__(pairs, transform, cache)
+
+    def _check_pairs(self, pairs: Sequence[Pair]) -> List[str]:
+        sizes, labels = [], []
+        for img, mask in pairs:
+            with Image.open(img) as a, Image.open(mask) as b:
+                if a.size != b.size:
+                    sizes.append(f"{mask} is {b.size[0]}x{b.size[1]} but its image {img} is {a.size[0]}x{a.size[1]}")
+                    continue
+            try:
+                decode_folder_mask(mask, self.info)
+            except FolderDatasetError as exc:
+                labels.append(str(exc))
+        out = []
+        if sizes:
+            out.append(_problem_list("masks whose size differs from their image (width x height)", sizes))
+        if labels:
+            out.append(_problem_list("masks with values that are no class", labels))
+        return out
+
+    def decode_label(self, path: Path) -> np.ndarray:
+        return decode_folder_mask(path, self.info)
+
+
+DATASET_CLASSES = {"camvid": CamVid, "kitti_road": KittiRoad, "camvid_drivable": CamVidDrivable,
+                   FOLDER: FolderDataset}
 # The label space (checkpoint classes) of each dataset: a model trained on a mix of sources is
-# saved with the label space they share.
-LABEL_SPACE = {"camvid": "camvid", "kitti_road": "kitti_road", "camvid_drivable": "kitti_road"}
+# saved with the label space they share. A folder's is its own classes.yaml.
+LABEL_SPACE = {"camvid": "camvid", "kitti_road": "kitti_road", "camvid_drivable": "kitti_road", FOLDER: FOLDER}
 
 
 def build_dataset(name: str, root, split: str, transform=None, cache: bool = False) -> SegmentationDataset:

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.datasets import DATASET_CLASSES, LABEL_SPACE, build_dataset
+from ..data.classes import CLASSES_FILE, FOLDER, get_dataset_info
+from ..data.datasets import DATASET_CLASSES, LABEL_SPACE, FolderDatasetError, build_dataset
 from ..data.transforms import eval_preset
 from .metrics import BinaryPRCurve, ConfusionMatrix
 
@@ -230,8 +231,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="checkpoint file, or 'auto': the shipped model of --dataset for the device")
     p.add_argument("--dataset", choices=tuple(DATASET_CLASSES), default=None,
                    help="dataset (default: the checkpoint's); camvid_drivable: CamVid scored as drivable "
-                        "(road) vs not, for the drivable-area models")
-    p.add_argument("--root", default=None, help="dataset root (default: $PSPNET_DATA_ROOT or ../shared/data)")
+                        "(road) vs not, for the drivable-area models; folder: your own images/, masks/ "
+                        "and classes.yaml under --root")
+    p.add_argument("--root", default=None, help="dataset root (default: $PSPNET_DATA_ROOT or ../shared/data); "
+                                                "for folder: the folder")
     p.add_argument("--split", default="val", help="train, val, test, all, or a list file")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
@@ -266,6 +269,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dataset = args.dataset or "kitti_road"
+    if dataset == FOLDER and args.checkpoint in (None, "", "auto"):
+        log.error("--dataset folder: give the fine-tuned model with --checkpoint (no shipped model knows your classes)")
+        return 2
     ckpt = resolve_checkpoint(args.checkpoint, dataset=dataset, device=device)
     try:
         model, meta = load_model(ckpt, device)
@@ -273,17 +279,32 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("%s", exc)
         return 2
     dataset = args.dataset or meta.get("dataset", "kitti_road")
-    if meta.get("dataset") and meta["dataset"] != LABEL_SPACE.get(dataset, dataset):
+    # A folder may score any model with its classes (e.g. the shipped one on your camera's frames).
+    if dataset != FOLDER and meta.get("dataset") and meta["dataset"] != LABEL_SPACE.get(dataset, dataset):
         log.error("checkpoint %s has the classes of %s, not of %s", ckpt, meta["dataset"], dataset)
         return 2
+    if dataset == FOLDER:
+        try:  # the folder's classes must be the model's, in order: the metric indexes both alike
+            info = get_dataset_info(FOLDER, data_root(args.root))
+        except ValueError as exc:
+            log.error("%s", exc)
+            return 2
+        if list(info.classes) != list(meta["classes"]):
+            log.error("checkpoint %s has the classes %s, %s lists %s", ckpt, list(meta["classes"]),
+                      Path(data_root(args.root)) / CLASSES_FILE, list(info.classes))
+            return 2
     model_size = tuple(meta["input_size"]) if meta.get("input_size") else None
     size = tuple(args.size) if args.size else model_size
     auto = not args.size and model_size is not None
     window = None
     if args.sliding_window:
         window, size, auto = size, None, False  # slide inference-size windows over the full image
-    ds = build_dataset(dataset, data_root(args.root), args.split,
-                       transform=eval_preset(size=size, mean=meta["mean"], std=meta["std"], auto=auto))
+    try:
+        ds = build_dataset(dataset, data_root(args.root), args.split,
+                           transform=eval_preset(size=size, mean=meta["mean"], std=meta["std"], auto=auto))
+    except FolderDatasetError as exc:
+        log.error("%s", exc)
+        return 2
     if args.limit:
         ds.pairs = ds.pairs[: args.limit]
     bev = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import inspect
 import logging
 import os
 import random
@@ -25,10 +26,10 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..data.classes import dataset_meta
-from ..data.datasets import build_dataset
+from ..data.classes import ClassesFileError, dataset_meta
+from ..data.datasets import FolderDatasetError, build_dataset
 from ..data.transforms import eval_preset, train_preset
-from ...models import build_model, read_checkpoint, save_checkpoint
+from ...models import build_model, build_pspnet, read_checkpoint, save_checkpoint
 from ...models.backbones import backbone_normalization
 from .pretrained import load_imagenet_backbone, weights_file
 from ...paths import data_root, resolve_device
@@ -233,12 +234,33 @@ def poly_lambda(total_iters: int, warmup_iters: int, warmup_factor: float, power
     return f
 
 
-def init_from_checkpoint(model: nn.Module, path: str) -> List[str]:
+def init_from_checkpoint(model: nn.Module, path: str, arch_kwargs: Optional[Dict] = None) -> List[str]:
     """Copy every tensor whose name and shape match (backbone, pyramid pooling, head convs).
 
-    The class-specific classifiers stay freshly initialized. Returns the skipped names.
+    With the checkpoint's class count everything is copied; with another count the
+    class-specific classifiers stay freshly initialized. ``arch_kwargs`` (the recipe's) are compared
+    with the checkpoint's: a difference other than ``num_classes`` is logged as a warning, since
+    the layers it changes start from scratch. Returns the skipped names.
     """
-    state = read_checkpoint(path)["model"]
+    blob = read_checkpoint(path)
+    state = blob["model"]
+    theirs = blob["meta"].get("arch_kwargs", {})
+    if arch_kwargs is not None:
+        # A key one side lacks has the builder's default (older checkpoints store fewer keys).
+        defaults = ({n: p.default for n, p in inspect.signature(build_pspnet).parameters.items()}
+                    if blob["meta"].get("arch") == "pspnet" else {})
+
+        def value(kw: Dict, k: str):
+            v = kw.get(k, defaults.get(k))
+            return list(v) if isinstance(v, (list, tuple)) else v
+
+        differ = sorted(k for k in set(theirs) | set(arch_kwargs)
+                        if k != "num_classes" and value(theirs, k) != value(arch_kwargs, k))
+        if differ:
+            log.warning("--init-from %s: the recipe's model differs from the checkpoint's in %s; the layers "
+                        "these change start from scratch (copy the checkpoint's model section: %s)", path,
+                        ", ".join(f"{k} ({value(arch_kwargs, k)!r} vs {value(theirs, k)!r})" for k in differ),
+                        {k: v for k, v in theirs.items() if k != "num_classes"})
     own = model.state_dict()
     kept = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
             if k in own and own[k].shape == v.shape}
@@ -310,7 +332,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.no_resume:
         changes["resume"] = False
     cfg = dataclasses.replace(cfg, **changes)
-    run(cfg)
+    try:
+        run(cfg)
+    except (ClassesFileError, FolderDatasetError) as exc:  # the user's folder: its message says what to fix
+        log.error("%s", exc)
+        return 2
     return 0
 
 
@@ -327,7 +353,7 @@ def run(cfg: TrainConfig) -> Dict[str, object]:
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    meta = dataset_meta(cfg.data.dataset)
+    meta = dataset_meta(cfg.data.dataset, data_root(cfg.data.root))  # root: a folder's classes.yaml
     # Normalization belongs to the backbone (EfficientNet-Lite: (x*255-127)/128) and travels in
     # the checkpoint, so no consumer needs to know which backbone it runs.
     mean, std = backbone_normalization(cfg.model.backbone)
@@ -344,7 +370,7 @@ def run(cfg: TrainConfig) -> Dict[str, object]:
                 log.info("backbone %s: %d ImageNet tensors loaded from %s", cfg.model.backbone, n,
                          weights_file(cfg.model.backbone))
     if cfg.init_from:
-        skipped = init_from_checkpoint(model, cfg.init_from)
+        skipped = init_from_checkpoint(model, cfg.init_from, arch_kwargs)
         pretrained = True
         if is_main:
             log.info("initialized from %s; re-initialized: %s", cfg.init_from, ", ".join(skipped) or "nothing")
