@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -239,7 +239,7 @@ def _fmt(v: Any) -> str:
 
 
 def build_status(name: str, hardware_id: str, w: Window, paused: bool, input_topic: str,
-                 engine_stats: Dict[str, Any], model: str, inference_size: Tuple[int, int],
+                 engine_stats: Dict[str, Any], model: str, inference_size: Union[Tuple[int, int], str],
                  state: str = "active", managed: bool = False) -> DiagnosticStatus:
     """One camera's DiagnosticStatus: level and message from :func:`assess`, every counter."""
     level, message = assess(w, paused, input_topic)
@@ -280,7 +280,8 @@ def build_status(name: str, hardware_id: str, w: Window, paused: bool, input_top
         ("inference threads", engine_stats.get("cpu_threads")),
         ("gpu memory (MB)", engine_stats.get("gpu_memory_mb")),
         ("model", model),
-        ("inference size", f"{inference_size[0]}x{inference_size[1]}"),
+        ("inference size", inference_size if isinstance(inference_size, str)
+         else f"{inference_size[0]}x{inference_size[1]}"),
     ]
     if w.last_error:
         values.append(("last error", w.last_error))

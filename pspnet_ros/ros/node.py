@@ -119,9 +119,17 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
             f"model {self._model_name} ({len(self._classes)} classes: {', '.join(self._classes)}) "
             f"on {device} ({getattr(self._seg, 'backend', '?')} {getattr(self._seg, 'precision', '?')}"
             + (f"; {self._seg.precision_note}" if getattr(self._seg, "precision_note", "") else "")
-            + f"), inference size {self._inference_size[0]}x{self._inference_size[1]}, "
+            + f"), inference size {self._size_text()}, "
             f"serving {len(self._cameras)} camera(s): "
             + ", ".join(c.input_topic for c in self._cameras))
+
+    def _size_text(self) -> str:
+        """'HxW', or with ``inference_size`` auto each size in use and what runs it."""
+        h, w = self._inference_size[:2]
+        if not getattr(self._seg, "auto_size", False):
+            return f"{h}x{w}"
+        sizes = getattr(self._seg, "sizes", dict)()
+        return "auto (" + ", ".join(f"{k} {v['backend']} {v['precision']}" for k, v in sizes.items()) + ")"
 
     def _activate(self) -> None:
         """Subscribe every camera: frames flow."""
@@ -250,7 +258,7 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
             array.status.append(diagnostics.build_status(
                 label, f"{self._model_name}@{stats.get('device', '?')}", window, not self._enabled,
                 cam.input_topic, {**stats, **({"stages_ms": source["stages_ms"]} if "stages_ms" in source else {})},
-                self._model_name, self._inference_size, self._state, self.MANAGED))
+                self._model_name, self._size_text(), self._state, self.MANAGED))
             lines.append(diagnostics.log_line(cam.input_topic, window))
         self._diag_pub.publish(array)
         self.get_logger().info(" | ".join(lines), throttle_duration_sec=max(10.0, self.params.diagnostics_period))

@@ -98,3 +98,38 @@ def test_grid_has_the_input_stamp_the_grid_frame_and_the_projected_labels(client
 
     assert picture.header.frame_id == "ground_test" and picture.encoding == "mono8"
     np.testing.assert_array_equal(as_array(picture), bev.occupancy_to_image(data))
+
+
+def test_a_4_3_camera_runs_at_its_own_aspect_and_the_grid_follows(client, camera, node):
+    """inference_size auto (the default): a 640x480 camera runs at 144x208 (the tiny model's
+    30,720 pixels at 4:3), labels at that size, camera_info scaled to it, the grid projected
+    with that K; /diagnostics names the size."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    image_pub, info_pub = camera
+    grids, _ = client.collect(OccupancyGrid, "/segmentation/drivable_grid", reliable_qos(50))
+    labels, _ = client.collect(Image, "/segmentation/labels", reliable_qos(50))
+    diags, _ = client.collect(DiagnosticArray, "/diagnostics", reliable_qos(50))
+    h, w = 480, 640
+    frame = np.random.default_rng(3).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+    def send(stamp):
+        info_pub.publish(kitti_camera_info(stamp, "camera", h, w))
+        image_pub.publish(image_msg(frame, stamp, "cam43"))
+
+    warm_up(send, [grids, labels])
+    stamp = T0 + 987_654_321
+    send(stamp)
+    grid = grids.wait_for(with_stamp(stamp), 60, "the drivable grid")
+    lab = as_array(labels.wait_for(with_stamp(stamp), 60, "the labels"))
+    assert lab.shape == (144, 208)
+    k = np.array(kitti_camera_info(0, "", h, w).k).reshape(3, 3)
+    k[0] *= 208 / w
+    k[1] *= 144 / h
+    data = np.array(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+    expected = bev.GroundProjector(k, lab.shape, CAMERA_TO_GROUND, GRID).occupancy_from_labels(lab, [1])
+    np.testing.assert_array_equal(data, expected)
+    msg = diags.wait_for(lambda m: any("144x208" in kv.value for s in m.status for kv in s.values
+                                       if kv.key == "inference size"), 60, "diagnostics naming 144x208")
+    size = next(kv.value for s in msg.status for kv in s.values if kv.key == "inference size")
+    assert size.startswith("auto (") and "96x320" in size
