@@ -101,9 +101,11 @@ def test_grid_has_the_input_stamp_the_grid_frame_and_the_projected_labels(client
 
 
 def test_a_4_3_camera_runs_at_its_own_aspect_and_the_grid_follows(client, camera, node):
-    """inference_size auto (the default): a 640x480 camera runs at 144x208 (the tiny model's
-    30,720 pixels at 4:3), labels at that size, camera_info scaled to it, the grid projected
-    with that K; /diagnostics names the size."""
+    """A 640x480 camera runs at its own aspect with inference_size auto (the default).
+
+    144x208 is the tiny model's 30,720 pixels at 4:3: labels at that size, camera_info scaled to
+    it, the grid projected with that K; /diagnostics names the size.
+    """
     from diagnostic_msgs.msg import DiagnosticArray
 
     image_pub, info_pub = camera
