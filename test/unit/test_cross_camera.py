@@ -135,3 +135,38 @@ def test_mixed_source_config_errors(tmp_path):
         load_config(None, ["data.val_sets=[[cityscapes, val]]"])
     with pytest.raises(ValueError, match=r"\[dataset, split\]"):
         load_config(None, ["data.val_sets=[[kitti_road]]"])
+
+
+def test_center_crop_to_aspect_and_parse():
+    import numpy as np
+
+    from pspnet_ros.tools.data.datasets import center_crop_to_aspect, parse_aspect
+
+    assert parse_aspect("16:9") == pytest.approx(16 / 9) and parse_aspect("2") == 2.0
+    for bad in ("16/9", "0:1", "a:b"):
+        with pytest.raises(ValueError):
+            parse_aspect(bad)
+    img = np.arange(375 * 1242 * 3, dtype=np.uint32).reshape(375, 1242, 3)
+    mask = np.arange(375 * 1242, dtype=np.uint32).reshape(375, 1242)
+    i2, m2 = center_crop_to_aspect(img, mask, 16 / 9)
+    assert m2.shape == (375, 667) and i2.shape[:2] == m2.shape
+    assert m2[0, 0] == mask[0, (1242 - 667) // 2] and (i2[..., 0] == img[:, 287:287 + 667, 0]).all()
+    i3, m3 = center_crop_to_aspect(img[:, :300], mask[:, :300], 16 / 9)  # too tall: keep the width
+    assert m3.shape == (169, 300)
+
+
+def test_eval_crop_aspect_runs_the_node_path_at_the_cropped_shape(tmp_path, tiny_checkpoint):
+    import json
+
+    from pspnet_ros.tools.training.evaluate import main as eval_main
+
+    kitti = write_kitti(tmp_path / "kitti_road", n_train=1, n_val=2, h=60, w=200)
+    out = tmp_path / "e.json"
+    assert eval_main(["--checkpoint", str(tiny_checkpoint), "--dataset", "kitti_road", "--root", str(kitti),
+                      "--precision", "fp32", "--backend", "torch", "--crop-aspect", "16:9",
+                      "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["crop_aspect"] == "16:9" and res["images"] == 2 and res["inference_size"] == "auto"
+    assert list(res["sizes"]) == ["96x320", "60x107"]  # the model size (built at start), then the frames' own
+    assert eval_main(["--checkpoint", str(tiny_checkpoint), "--dataset", "kitti_road", "--root", str(kitti),
+                      "--crop-aspect", "16:9", "--bev"]) == 2

@@ -91,6 +91,9 @@ class SegmentationDataset(Dataset):
         image, mask = read_rgb(img_path), self.decode_label(lbl_path)
         if image.shape[:2] != mask.shape:
             raise ValueError(f"size mismatch: {img_path} is {image.shape[:2]}, {lbl_path} is {mask.shape}")
+        crop = getattr(self, "crop_aspect", None)
+        if crop:
+            image, mask = center_crop_to_aspect(image, mask, crop)
         if self._cache is not None:
             self._cache[index] = (image, mask)
         return image, mask
@@ -352,7 +355,41 @@ DATASET_CLASSES = {"camvid": CamVid, "kitti_road": KittiRoad, "camvid_drivable":
 LABEL_SPACE = {"camvid": "camvid", "kitti_road": "kitti_road", "camvid_drivable": "kitti_road", FOLDER: FOLDER}
 
 
-def build_dataset(name: str, root, split: str, transform=None, cache: bool = False) -> SegmentationDataset:
+def parse_aspect(text: str) -> float:
+    """Return width / height of ``"16:9"`` (or ``"1.78"``); a specific error otherwise."""
+    try:
+        if ":" in str(text):
+            w, h = (float(v) for v in str(text).split(":"))
+        else:
+            w, h = float(text), 1.0
+    except ValueError:
+        raise ValueError(f"aspect {text!r}: expected W:H, e.g. 16:9, or a number") from None
+    if not (w > 0 and h > 0):
+        raise ValueError(f"aspect {text!r} must be positive")
+    return w / h
+
+
+def center_crop_to_aspect(image: np.ndarray, mask: np.ndarray, aspect: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Crop the centre of a frame and its mask to width/height ``aspect``.
+
+    Another camera's field of view from the same pictures: e.g. 16:9 frames out of KITTI's
+    3.3:1 ones, for checks at a shape no shipped dataset has.
+    """
+    h, w = mask.shape[:2]
+    if w / h > aspect:  # too wide: keep the height
+        cw = max(1, int(round(h * aspect)))
+        x0 = (w - cw) // 2
+        return image[:, x0:x0 + cw], mask[:, x0:x0 + cw]
+    ch = max(1, int(round(w / aspect)))
+    y0 = (h - ch) // 2
+    return image[y0:y0 + ch], mask[y0:y0 + ch]
+
+
+def build_dataset(name: str, root, split: str, transform=None, cache: bool = False,
+                  crop_aspect: Optional[float] = None) -> SegmentationDataset:
+    """Build dataset ``name``; ``crop_aspect`` (width/height) centre-crops every frame and mask to it."""
     if name not in DATASET_CLASSES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_CLASSES)}")
-    return DATASET_CLASSES[name](root, split, transform=transform, cache=cache)
+    ds = DATASET_CLASSES[name](root, split, transform=transform, cache=cache)
+    ds.crop_aspect = crop_aspect
+    return ds

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.classes import CLASSES_FILE, FOLDER, get_dataset_info
-from ..data.datasets import DATASET_CLASSES, LABEL_SPACE, FolderDatasetError, build_dataset
+from ..data.datasets import DATASET_CLASSES, LABEL_SPACE, FolderDatasetError, build_dataset, parse_aspect
 from ..data.transforms import eval_preset
 from .metrics import BinaryPRCurve, ConfusionMatrix
 
@@ -240,6 +240,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="inference size (default: auto, each frame's aspect ratio at the checkpoint's "
                         "pixel budget, as the node runs; the checkpoint's input_size for its own camera)")
+    p.add_argument("--crop-aspect", default=None, metavar="W:H",
+                   help="centre-crop every frame and label to this aspect first (e.g. 16:9: another "
+                        "camera's shape from the same pictures; the BEV metric is not defined then)")
     p.add_argument("--sliding-window", action="store_true",
                    help="slide a window of the inference size over the full-resolution image")
     p.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
@@ -293,6 +296,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             log.error("checkpoint %s has the classes %s, %s lists %s", ckpt, list(meta["classes"]),
                       Path(data_root(args.root)) / CLASSES_FILE, list(info.classes))
             return 2
+    try:
+        crop = parse_aspect(args.crop_aspect) if args.crop_aspect else None
+    except ValueError as exc:
+        log.error("--crop-aspect: %s", exc)
+        return 2
+    if crop and args.bev:
+        log.error("--bev needs the full KITTI frames (their calibration); drop --crop-aspect")
+        return 2
     model_size = tuple(meta["input_size"]) if meta.get("input_size") else None
     size = tuple(args.size) if args.size else model_size
     auto = not args.size and model_size is not None
@@ -300,7 +311,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.sliding_window:
         window, size, auto = size, None, False  # slide inference-size windows over the full image
     try:
-        ds = build_dataset(dataset, data_root(args.root), args.split,
+        ds = build_dataset(dataset, data_root(args.root), args.split, crop_aspect=crop,
                            transform=eval_preset(size=size, mean=meta["mean"], std=meta["std"], auto=auto))
     except FolderDatasetError as exc:
         log.error("%s", exc)
@@ -333,7 +344,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             log.error("%s", exc)
             return 2
         path = f"node (Segmenter: {seg.backend} {seg.precision}, {seg.num_threads} threads)"
-        ds = build_dataset(dataset, data_root(args.root), args.split)
+        ds = build_dataset(dataset, data_root(args.root), args.split, crop_aspect=crop)
         if args.limit:
             ds.pairs = ds.pairs[: args.limit]
         if bev is not None:
@@ -363,7 +374,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if bev is not None:
             out["bev"] = {**result["bev"], "images": bev.frames,
                           "skipped": [ds.stem(i) for i in bev.skipped]}
-        out.update(checkpoint=str(ckpt), dataset=dataset, split=args.split, images=len(ds), path=path)
+        out.update(checkpoint=str(ckpt), dataset=dataset, split=args.split, images=len(ds), path=path,
+                   crop_aspect=args.crop_aspect)
         if node_path:
             out.update(backend=seg.backend, precision=seg.precision, sizes=seg.sizes())
         out.update(inference_size="auto" if auto else list(size) if size else None)
