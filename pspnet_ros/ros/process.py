@@ -18,6 +18,8 @@ from typing import Any, Callable, List, Optional
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
+from . import middleware
+
 NODE_NAME = "segmentation_node"
 EXIT_STARTUP = 2
 EXIT_FATAL = 3
@@ -80,6 +82,8 @@ def run(make_node: Callable[[], Any], argv: Optional[List[str]] = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm_while_starting)  # installed first: rclpy chains to it
+    # Before init: Fast DDS readers that free each frame's buffer (memory stays flat, issue 24).
+    middleware.configure_fastdds()
     try:
         rclpy.init(args=argv if argv is not None else sys.argv)
     except RuntimeError as exc:  # rcl's RCLError: unreadable --params-file, bad --ros-args
