@@ -144,14 +144,22 @@ class FuzzDriver:
         f["p"] = [500.0, 0.0, 160.0, 0.0, 0.0, 500.0, 48.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         return fm.camera_info_msg(f)
 
-    def good(self, timeout: Optional[float] = None) -> bool:
-        """Send one valid frame and wait for its labels; True when answered."""
+    def good(self, timeout: Optional[float] = None, fields: Optional[Dict[str, Any]] = None) -> bool:
+        """Send one valid frame (``fields``: fuzz_mutations fields, else the usual good frame) and wait for its labels.
+
+        Returns True when answered.
+        """
         k = self.good_sent
         self.good_sent += 1
         sec = GOOD_SEC0 + k
         self.info_pub.publish(self._good_info(sec))
         stamp = sec * 1_000_000_000
-        self.image_pub.publish(fm.good_compressed_msg(k, stamp) if self.compressed else fm.good_image_msg(k, stamp))
+        if fields is not None:
+            fields = dict(fields, header={"sec": sec, "nanosec": 0, "frame_id": "fuzz_good"})
+            self.image_pub.publish(fm.compressed_msg(fields) if self.compressed else fm.image_msg(fields))
+        else:
+            self.image_pub.publish(fm.good_compressed_msg(k, stamp) if self.compressed
+                                   else fm.good_image_msg(k, stamp))
         deadline = time.monotonic() + (timeout or self.answer_timeout)
         with self._cond:
             while sec not in self._answered:
@@ -173,6 +181,20 @@ class FuzzDriver:
                 raise AssertionError(f"no answer to a good frame within {timeout} s")
         self.good_sent, self.good_answered = sent, answered
         self.unanswered = [k for k in self.unanswered if k < sent]
+
+    def warm_largest(self, timeout: float = 120.0) -> None:
+        """Have the node process the largest valid frames the mutants can hold (not counted).
+
+        One large frame costs the node a working set (decoded frame, logits upsampled to it,
+        outputs) that the allocator keeps as its high-water mark; sent first, it is part of the
+        warm-up instead of a step in the middle of the measurement.
+        """
+        sent, answered = self.good_sent, self.good_answered
+        for f in fm.largest_fields(self.transport):
+            if not self.good(timeout=timeout, fields=f):
+                raise AssertionError(f"the node did not answer a {self.transport} frame of the largest size "
+                                     f"within {timeout} s")
+        self.good_sent, self.good_answered = sent, answered
 
     def mutant(self) -> None:
         i = self.sent
@@ -287,6 +309,7 @@ def run_transport(args: argparse.Namespace, transport: str, domain: int,
         d = FuzzDriver(client, transport, node.pid, seed=args.seed)
         d.wait_subscribed()
         d.sync()  # discovery both ways: the first good frames may find no match yet
+        d.warm_largest()
 
         def progress(dr: FuzzDriver) -> None:
             print(f"[{transport}] {dr.sent} mutants, {dr.good_answered}/{dr.good_sent} good answered, "

@@ -265,6 +265,25 @@ def good_frame(i: int, height: int = 96, width: int = 320) -> np.ndarray:
     return np.stack([(x + i) % 256, y * 2 % 256, (x + y + 3 * i) % 256], axis=2).astype(np.uint8)
 
 
+def largest_fields(transport: str) -> List[Dict[str, Any]]:
+    """Return valid frames as large as the mutants that the node accepts can be (headers to fill in).
+
+    Raw: 720x1280 (the largest base size; the data must match the size). Compressed: a JPEG whose
+    frame header was rewritten to 200x40000 or 40000x200 (the largest ``header_size`` mutants that
+    still decode: 8 megapixels, under the node's 50-megapixel limit). Sending these first puts
+    the allocator's high-water mark for one frame into the warm-up.
+    """
+    if transport == "raw":
+        return [{"height": 720, "width": 1280, "encoding": enc, "is_bigendian": 0, "step": 1280 * BPP[enc],
+                 "data": _POOL[:720 * 1280 * BPP[enc]]} for enc in ("rgba8", "rgb8", "yuv422", "bayer_rggb8")]
+    out = []
+    for h, w in ((200, 40000), (40000, 200)):
+        data = bytearray(base_encoded("jpeg", (375, 1242)))
+        _resize_header(data, "jpeg", h, w)
+        out.append({"format": "jpeg", "data": bytes(data)})
+    return out
+
+
 # ------------------------------------------------------------------ messages (need sensor_msgs)
 
 def _fill_header(msg: Any, h: Dict[str, Any]) -> None:

@@ -50,6 +50,7 @@ def _fuzz(node: NodeProcess, client: RosClient, transport: str, between=None) ->
     if between is not None:
         between.driver = d
     d.sync()  # discovery both ways: the first good frames may find no match yet
+    d.warm_largest()
     d.run(WARMUP, sample_every=250, between=between, alive=lambda: node.proc.poll() is None)
     d.run(MUTANTS, sample_every=250, between=between, alive=lambda: node.proc.poll() is None)
     return d
