@@ -3,7 +3,7 @@
 The mutants come from benchmarks/fuzz_mutations.py (seeded, shared with the long run,
 benchmarks/fuzz.py) and are sent by its FuzzDriver: a good frame after every 25 mutants, which
 must be answered before the next mutant goes out. Each node runs on its defaults (the shipped
-model), as its own process.
+model), as its own process (inference_size fixed, see PARAMS).
 
 The memory bound. After warm-up (the first WARMUP mutants: every code path, decoder and output
 size class has run, the allocator has its working set), resident memory may still move by what
@@ -30,6 +30,11 @@ from ros_harness import REPO, NodeProcess, RosClient, domain_id_for  # noqa: E40
 sys.path.insert(0, str(REPO / "benchmarks"))
 from fuzz import FuzzDriver, rss_kb  # noqa: E402
 
+# The shipped model at its own size. With inference_size auto (the default since the aspect-true
+# sizes) every new frame size below the model's pixel budget builds a runner of its own (an ONNX
+# export and an OpenVINO compile, seconds each, at most 4 kept): mutants of random sizes would make
+# this a test of compile time. What is measured here is memory under malformed input.
+PARAMS = {"inference_size": [188, 621]}
 WARMUP = 1000   # mutants before the reference RSS
 MUTANTS = 2000  # mutants after it
 BOUND_MB = 30.0
@@ -71,7 +76,7 @@ def _check(d: FuzzDriver, node: NodeProcess) -> None:
 def test_fuzz_plain_node(tmp_path, transport):
     """Every good frame answered, node alive, RSS after warm-up within BOUND_MB (plain node)."""
     domain = domain_id_for(f"test_fuzz_{transport}")
-    node = _start(tmp_path, domain, {"input_transport": transport}, f"fuzz_{transport}")
+    node = _start(tmp_path, domain, {**PARAMS, "input_transport": transport}, f"fuzz_{transport}")
     client = RosClient(domain)
     try:
         d = _fuzz(node, client, transport)
@@ -87,7 +92,7 @@ def test_fuzz_lifecycle_node_across_deactivate_activate(tmp_path):
     from lifecycle_msgs.srv import ChangeState
 
     domain = domain_id_for("test_fuzz_lifecycle")
-    node = _start(tmp_path, domain, {}, "fuzz_lifecycle", lifecycle=True)
+    node = _start(tmp_path, domain, dict(PARAMS), "fuzz_lifecycle", lifecycle=True)
     client = RosClient(domain)
     transitions = []
 
