@@ -18,7 +18,7 @@ from typing import Any, Callable, List, Optional
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
-from . import middleware
+from . import heap, middleware
 
 NODE_NAME = "segmentation_node"
 EXIT_STARTUP = 2
@@ -82,8 +82,10 @@ def run(make_node: Callable[[], Any], argv: Optional[List[str]] = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm_while_starting)  # installed first: rclpy chains to it
-    # Before init: Fast DDS readers that free each frame's buffer (memory stays flat, issue 24).
+    # Memory stays flat under malformed input (issue 24): before init, Fast DDS readers that free
+    # each frame's buffer; frame-sized buffers returned to the system when freed.
     middleware.configure_fastdds()
+    heap.fix_mmap_threshold()
     try:
         rclpy.init(args=argv if argv is not None else sys.argv)
     except RuntimeError as exc:  # rcl's RCLError: unreadable --params-file, bad --ros-args
