@@ -113,6 +113,7 @@ class FuzzDriver:
         self.good_sent = 0
         self.good_answered = 0
         self.unanswered: List[int] = []
+        self.unanswered_at: List[Tuple[int, int, float]] = []  # (good frame, mutants sent, wall time)
         self.kinds: Dict[str, int] = collections.Counter()
         self.rss: List[Tuple[int, int]] = []  # (mutants sent, VmRSS kB)
 
@@ -166,6 +167,7 @@ class FuzzDriver:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.unanswered.append(k)
+                    self.unanswered_at.append((k, self.sent, round(time.time(), 3)))
                     return False
                 self._cond.wait(left)
             self._answered.discard(sec)
@@ -181,6 +183,7 @@ class FuzzDriver:
                 raise AssertionError(f"no answer to a good frame within {timeout} s")
         self.good_sent, self.good_answered = sent, answered
         self.unanswered = [k for k in self.unanswered if k < sent]
+        self.unanswered_at = [u for u in self.unanswered_at if u[0] < sent]
 
     def warm_largest(self, timeout: float = 120.0) -> None:
         """Have the node process the largest valid frames the mutants can hold (not counted).
@@ -233,6 +236,11 @@ class FuzzDriver:
                 self.rss.append((self.sent, rss_kb(self.pid)))
                 if progress is not None:
                     progress(self)
+
+    def late(self) -> List[int]:
+        """Good frames answered after their timeout (not lost: late)."""
+        with self._cond:
+            return [k for k in self.unanswered if GOOD_SEC0 + k in self._answered]
 
     def rss_at(self, mutants: int) -> int:
         """RSS (kB) at the first sample taken at or after ``mutants`` mutants."""
@@ -319,6 +327,9 @@ def run_transport(args: argparse.Namespace, transport: str, domain: int,
         time.sleep(6.0)  # one more diagnostics period for the totals
         row = summary(d, args.warmup)
         row["alive"] = node.alive()
+        if d.unanswered_at:
+            print(f"[{transport}] unanswered good frames (frame, mutants sent, time): {d.unanswered_at}; "
+                  f"answered late: {d.late()}", flush=True)
         row["seconds"] = round(time.monotonic() - t0)
         return row, drop_reasons(node.output())
     finally:
