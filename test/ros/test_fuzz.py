@@ -5,15 +5,19 @@ benchmarks/fuzz.py) and are sent by its FuzzDriver: a good frame after every 25 
 must be answered before the next mutant goes out. Each node runs on its defaults (the shipped
 model), as its own process (inference_size fixed, see PARAMS).
 
-The memory bound. After warm-up (the first WARMUP mutants: every code path, decoder and output
-size class has run, the allocator has its working set), resident memory may still move by what
-one frame in flight costs plus allocator noise, not by what the number of mutants costs. A
-camera-sized frame is about 1.4 MB as bytes and the node holds a few copies of one frame at a
-time (message, float network input, logits upsampled to the input size, outputs): together
-under 30 MB for the largest size the mutator sends (1280x720), and that is the bound,
-BOUND_MB. Before the fix (issue 24) the same run grew by 60-120 MB between warm-up and end, so
-the bound tells a leak from noise; the long run (100,000 mutants per transport) holds the
-stricter 2 % (README "Reliability").
+The memory bound. After warm-up (the first WARMUP mutants: every decoder, error path and
+output size class has run) the node's working set is fixed: the model, one frame in flight and
+its outputs. Resident memory may still move by what one frame in flight costs plus allocator
+noise, not with the number of mutants. The largest raw mutant is 1280x720 (3.7 MB as rgba8);
+the node holds a few copies of one frame at a time (message, float network input, logits
+upsampled to the input size, outputs), under 30 MB together; buffers of 1 MiB or more are
+unmapped when freed (pspnet_ros/ros/heap.py), so a large compressed frame does not stay
+either. 30 MB is also about 2 % of the node's RSS (~1.35 GB), the long run's criterion.
+Limits of this short mode: before the fixes, runs like this one stayed under the bound in three
+tries (+18, +8, +10 MB after warm-up); the growth it was written for showed
+at 25-45 MB per 1,000 mutants in longer runs (README "Reliability: malformed input"). The unit
+tests test_middleware.py and test_heap.py guard the two fixes themselves; this test guards
+answers, liveness and fast growth.
 """
 
 from __future__ import annotations
