@@ -289,7 +289,7 @@ def run_transport(args: argparse.Namespace, transport: str, domain: int,
     import yaml
     from rclpy.executors import SingleThreadedExecutor
 
-    from pspnet_ros.ros.node_process import NodeProcess, node_env, write_params
+    from pspnet_ros.tools.ros.node_process import NodeProcess, node_env, write_params
 
     params: Dict[str, Any] = {"input_transport": transport}
     for item in args.params:
@@ -340,7 +340,7 @@ def run_transport(args: argparse.Namespace, transport: str, domain: int,
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_args_parser().parse_args(argv)
-    from pspnet_ros.ros.node_process import private_domain
+    from pspnet_ros.tools.ros.node_process import private_domain
 
     domain = args.domain if args.domain is not None else private_domain()
     tmp = Path(tempfile.mkdtemp(prefix="pspnet_fuzz_"))
