@@ -48,6 +48,10 @@ CPU_BACKEND_ORDER = {"fp32": ("onnxruntime", "openvino", "torch"), "int8": ("ope
 #: cameras of different aspect ratios keeps all of them; a stream of ever new sizes evicts the
 #: least recently used instead of growing without bound.
 MAX_SIZES = 4
+#: With ``auto``, at most MAX_SIZES new sizes are built per this many seconds: a stream of frames
+#: of ever new shapes (a broken driver, a hostile publisher) would otherwise cost an ONNX export
+#: and compile (seconds) per frame. Frames needing one more are refused with an InputError.
+SIZE_BUILD_WINDOW_S = 60.0
 
 
 def parse_size(value: Any, what: str = "inference_size") -> Size:
@@ -176,6 +180,7 @@ class Segmenter:
         self.model = model.eval()
         self._requested = (precision, backend, cache_key, max_batch, checkpoint_path, int8_model)
         self._by_size: "OrderedDict[Size, _SizeRun]" = OrderedDict()
+        self._builds: List[float] = []  # monotonic times of recent size builds (auto)
         first = self._size_run(self.inference_size)
         self.runner: Union[TorchRunner, OrtRunner, OpenVinoRunner] = first.runner
         self.precision, self.backend = first.precision, first.runner.name
@@ -201,6 +206,13 @@ class Segmenter:
                 self._by_size.move_to_end(size)
                 return run
             precision, backend, cache_key, max_batch, checkpoint_path, int8_model = self._requested
+            now = time.monotonic()
+            self._builds = [t for t in self._builds if now - t < SIZE_BUILD_WINDOW_S]
+            if self._by_size and len(self._builds) >= MAX_SIZES:
+                raise InputError(f"inference size {size[0]}x{size[1]} refused: {len(self._builds)} new sizes "
+                                 f"in the last {SIZE_BUILD_WINDOW_S:.0f} s (frames keep changing shape); "
+                                 "set inference_size to a fixed [height, width] for such a source")
+            self._builds.append(now)
             t0 = time.perf_counter()
             note = ""
             resolved, int8_bytes, note, record = self._resolve_precision(precision, checkpoint_path,

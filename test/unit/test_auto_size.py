@@ -48,6 +48,7 @@ def test_an_explicit_size_is_honoured_for_every_camera(tiny_checkpoint):
 
 def test_sizes_are_bounded_lru(tiny_checkpoint, monkeypatch):
     monkeypatch.setattr(segmenter_mod, "MAX_SIZES", 2)
+    monkeypatch.setattr(segmenter_mod, "SIZE_BUILD_WINDOW_S", 0.0)  # no build-rate limit here
     seg = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", backend="onnxruntime")
     for hw in ((240, 320), (360, 640), (300, 300), (240, 320)):
         seg.predict(frame(*hw))
@@ -83,3 +84,17 @@ def test_int8_file_per_size_is_found_by_its_name(tmp_path, tiny_checkpoint):
     notes = {k: v["note"] for k, v in seg.sizes().items()}
     assert "--size 144x208" in notes["144x208"] and "--size 96x320" in notes["96x320"]
     assert {v["precision"] for v in seg.sizes().values()} == {"fp32"}
+
+
+def test_ever_new_frame_shapes_are_refused_not_compiled_forever(tiny_checkpoint, monkeypatch):
+    """A source whose frames keep changing shape costs at most MAX_SIZES builds per window."""
+    from pspnet_ros.errors import InputError
+
+    monkeypatch.setattr(segmenter_mod, "MAX_SIZES", 2)
+    seg = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu", backend="torch")  # 96x320 built: 1
+    seg.predict(frame(240, 320))                                                       # 144x208: 2
+    with pytest.raises(InputError, match="new sizes in the last 60 s.*fixed"):
+        seg.predict(frame(300, 300))
+    seg.predict(frame(480, 640))  # a size already built still runs
+    monkeypatch.setattr(segmenter_mod, "SIZE_BUILD_WINDOW_S", 0.0)
+    assert seg.predict(frame(300, 300))[0].labels.shape == (300, 300)  # the window has passed
