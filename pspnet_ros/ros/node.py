@@ -99,6 +99,11 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
                 self.params = node_params.current(self)
             except node_params.ParameterError as exc:
                 raise StartupError(str(exc)) from None
+            self._set_diagnostics_period(self.params.diagnostics_period)
+        # A fresh engine starts with a clean record: failures counted (or a fatal error declared
+        # but not yet acted on) before a cleanup belong to the engine that cleanup released.
+        self._consecutive_failures = 0
+        self._fatal = None
         self._seg, self._engine = engine_factory(self.params, self._on_result, self._on_error)
         self._model_name = str(getattr(self._seg, "model_name", "model"))
         self._inference_size = tuple(getattr(self._seg, "inference_size", (0, 0)))
@@ -146,6 +151,14 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
         Results that arrive after ``timeout`` are counted as ``deactivated`` in /diagnostics
         (and logged), never dropped silently.
         """
+        self._unsubscribe()
+        if self._engine is not None and not self._engine.flush(timeout):
+            self.get_logger().warning(f"deactivate: the engine did not finish its frames in {timeout:g} s; "
+                                      "their results are counted as 'not published at deactivate'")
+        self._state = "inactive"
+
+    def _unsubscribe(self) -> None:
+        """Destroy the QoS timer and every camera subscription: no callback brings frames any more."""
         if self._qos_timer is not None:
             self.destroy_timer(self._qos_timer)
             self._qos_timer = None
@@ -155,10 +168,6 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
                     self.destroy_subscription(sub)
             cam.subscription = cam.info_subscription = None
             cam.reliability = None
-        if self._engine is not None and not self._engine.flush(timeout):
-            self.get_logger().warning(f"deactivate: the engine did not finish its frames in {timeout:g} s; "
-                                      "their results are counted as 'not published at deactivate'")
-        self._state = "inactive"
 
     def _stop_engine(self, timeout: float) -> None:
         """Stop the engine (joins its worker) before the publishers it uses go away."""
@@ -170,7 +179,13 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
                 self.get_logger().error(f"stopping the engine: {exc}")
 
     def _cleanup(self, timeout: float = 2.0) -> None:
-        """Stop the engine, unload the model, remove the publishers."""
+        """Release everything configure and activate made, from any state (cleanup, shutdown, on_error).
+
+        The order matters: subscriptions and the QoS timer first (their callbacks use the
+        publishers and the engine), then the engine (its worker publishes results), then the
+        publishers, then the model.
+        """
+        self._unsubscribe()
         self._stop_engine(timeout)
         for cam in self._cameras:
             self._destroy_publishers(cam)
@@ -263,6 +278,13 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
         self._diag_pub.publish(array)
         self.get_logger().info(" | ".join(lines), throttle_duration_sec=max(10.0, self.params.diagnostics_period))
 
+    def _set_diagnostics_period(self, period: float) -> None:
+        """Publish /diagnostics every ``period`` seconds from now on."""
+        period_ns = int(round(period * 1e9))
+        if self._diag_timer.timer_period_ns != period_ns:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(period, self._publish_diagnostics, clock=self._steady)
+
     # ------------------------------------------------ services, parameters
     def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         self._enabled = bool(request.data)
@@ -292,6 +314,11 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
             if change.name in node_params.RUNTIME:
                 p = node_params.check_runtime_change(p, change.name, change.value)[1]
         self.params = p  # one reference swap: callbacks always see a consistent set
+        for change in changes:
+            # a managed node accepts it while unconfigured: the diagnostics come at the new
+            # period from now on (configure reads it again with the other parameters)
+            if change.name == "diagnostics_period":
+                self._set_diagnostics_period(float(change.value))
         if self._engine is not None:
             self._engine.update(overlay_alpha=p.overlay_alpha, outputs=published_outputs(p))
 
