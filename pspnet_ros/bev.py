@@ -7,8 +7,10 @@ computed the same way.
 Frames and conventions
     camera: the optical frame of the image's ``K`` (x right, y down, z forward), images
         undistorted (rectified), pixel centres at integer coordinates (OpenCV / ROS).
-    ground: REP-103, on the road plane (z = 0 is the road, z up), x forward, y left. With
-        ``camera_to_ground_from_pose`` its origin is the point of the road below the camera.
+    ground: REP-103, on the road plane (z = 0 is the road, z up), x forward, y left: the
+        grid's frame, e.g. ``base_footprint``. ``camera_to_ground_from_pose`` places the camera
+        at (x, y, height) in it with a yaw about z; with x = y = yaw = 0 its origin is the road
+        point below the camera (true for ``base_footprint`` only for a camera mounted above it).
     camera_to_ground: the (4, 4) rigid transform taking camera points to ground points,
         ``p_ground = T @ p_camera`` (what ``tf2`` calls the transform of the camera frame in the
         ground frame).
@@ -130,22 +132,53 @@ def _rot_y(a: float) -> np.ndarray:
     return np.array([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
 
 
-def camera_to_ground_from_pose(height: float, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
+def _rot_z(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+
+
+def camera_to_ground_from_pose(height: float, pitch: float = 0.0, roll: float = 0.0, *, x: float = 0.0,
+                               y: float = 0.0, yaw: float = 0.0) -> np.ndarray:
     """(4, 4) float64 camera->ground transform of a camera ``height`` m above the road.
 
-    ``pitch`` and ``roll`` are radians, REP-103 (right-hand rule about the ground's y and x
-    axes): positive pitch tilts the camera down towards the road, positive roll lowers its
-    right side. Yaw is 0 (the grid's x axis is the camera's heading) and the ground origin is
-    the road point directly below the camera.
+    The camera's optical centre is at (``x``, ``y``, ``height``) metres in the ground frame
+    (e.g. ``base_footprint``: ``x`` = how far ahead of it the camera is mounted). ``roll``,
+    ``pitch`` and ``yaw`` are radians, REP-103 fixed axes (R = Rz(yaw) Ry(pitch) Rx(roll), the
+    right-hand rule about the ground's x, y, z): positive pitch tilts the camera down towards
+    the road, positive roll lowers its right side, positive yaw turns it to the left. With
+    ``x = y = yaw = 0`` the ground origin is the road point directly below the camera and the
+    grid's x axis is the camera's heading.
     """
     if not (math.isfinite(height) and height > 0):
         raise BevError(f"camera height must be > 0 metres above the road, got {height}")
     for name, angle in (("pitch", pitch), ("roll", roll)):
         if not (math.isfinite(angle) and abs(angle) < math.pi / 2):
             raise BevError(f"camera {name} must be radians in (-pi/2, pi/2), got {angle}")
+    for name, value in (("x", x), ("y", y), ("yaw", yaw)):
+        if not math.isfinite(value):
+            raise BevError(f"camera {name} must be a finite number, got {value}")
     t = np.eye(4)
-    t[:3, :3] = _rot_y(pitch) @ _rot_x(roll) @ OPTICAL_TO_GROUND
-    t[2, 3] = height
+    t[:3, :3] = _rot_z(yaw) @ _rot_y(pitch) @ _rot_x(roll) @ OPTICAL_TO_GROUND
+    t[:3, 3] = (x, y, height)
+    return t
+
+
+def rigid_from_quaternion(translation: Sequence[float], quaternion: Sequence[float]) -> np.ndarray:
+    """(4, 4) float64 transform of ``translation`` (x, y, z) and unit ``quaternion`` (x, y, z, w).
+
+    What a ``geometry_msgs/Transform`` (e.g. a TF lookup) holds, as a matrix for
+    ``camera_to_ground``. Raises BevError for a zero or non-finite quaternion.
+    """
+    q = np.asarray(quaternion, dtype=np.float64)
+    norm = float(np.linalg.norm(q)) if q.size == 4 else 0.0
+    if not (math.isfinite(norm) and norm > 1e-9) or not np.isfinite(translation).all():
+        raise BevError(f"not a rigid transform: translation {list(translation)}, quaternion {list(quaternion)}")
+    qx, qy, qz, qw = q / norm
+    t = np.eye(4)
+    t[:3, :3] = [[1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw)],
+                 [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
+                 [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)]]
+    t[:3, 3] = [float(v) for v in translation]
     return t
 
 

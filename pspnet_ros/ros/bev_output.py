@@ -3,13 +3,15 @@
 The node creates one :class:`BevOutput` per camera when ``bev.enable`` is set and hands it each
 result's labels; the geometry is :mod:`pspnet_ros.bev` (one cached lookup table per camera_info
 and transform). The grid carries the input's stamp and the grid frame (``bev.frame_id``), not the
-camera's frame_id: its cells are coordinates in that frame.
+camera's frame_id: its cells are coordinates in that frame, so the transform used is the camera's
+full pose in it: from TF where ``tf2_ros`` is installed (:func:`tf_camera_pose`), else (and while
+TF has none) from the ``bev.camera_*`` / ``bev.camera_to_ground`` parameters.
 """
 
 from __future__ import annotations
 
 import array
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 from nav_msgs.msg import OccupancyGrid
@@ -45,14 +47,56 @@ def occupancy_grid_msg(occupancy: np.ndarray, grid: bev.GridSpec, header: Header
     return msg
 
 
+# camera frame_id -> (4, 4) camera->grid transform, or None while TF has none
+PoseLookup = Callable[[str], Optional[np.ndarray]]
+
+
+def tf_camera_pose(node: Any, grid_frame: str) -> Optional[Tuple[PoseLookup, Callable[[], None]]]:
+    """Where ``tf2_ros`` imports: (lookup, release) of camera poses in ``grid_frame`` from TF.
+
+    ``lookup(camera_frame)`` gives the latest transform taking ``camera_frame`` points (the
+    image's optical frame) into ``grid_frame`` as a (4, 4) matrix, or None when TF has none;
+    ``release()`` removes the /tf and /tf_static subscriptions. None without ``tf2_ros`` (it is
+    optional: the parameters then give the pose). Not exercised by the tests of this setup,
+    which has no tf2 wheel: keep it this small.
+    """
+    try:
+        import tf2_ros
+        from rclpy.time import Time
+    except ImportError:
+        return None
+    buffer = tf2_ros.Buffer()
+    listener = tf2_ros.TransformListener(buffer, node)
+
+    def lookup(camera_frame: str) -> Optional[np.ndarray]:
+        try:
+            msg = buffer.lookup_transform(grid_frame, camera_frame, Time())
+        except tf2_ros.TransformException:
+            return None
+        t, q = msg.transform.translation, msg.transform.rotation
+        return bev.rigid_from_quaternion((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+
+    return lookup, listener.unregister
+
+
 class BevOutput:
-    """The BEV publishers of one camera and the projection of its labels onto the grid."""
+    """The BEV publishers of one camera and the projection of its labels onto the grid.
+
+    ``camera_to_ground`` is the pose from the parameters; ``tf`` (from :func:`tf_camera_pose`)
+    is asked first for each frame's camera frame_id when given. ``log(level, text)`` reports
+    which source serves each camera frame, once per change.
+    """
 
     def __init__(self, node: Any, prefix: str, grid: bev.GridSpec, camera_to_ground: np.ndarray,
-                 drivable_ids: Sequence[int], publish_image: bool, qos: Any) -> None:
+                 drivable_ids: Sequence[int], publish_image: bool, qos: Any,
+                 tf: Optional[Tuple[PoseLookup, Callable[[], None]]] = None,
+                 log: Optional[Callable[[str, str], None]] = None) -> None:
         self.grid = grid
         self.camera_to_ground = camera_to_ground
         self.drivable_ids = tuple(int(i) for i in drivable_ids)
+        self._tf_lookup, self._tf_release = tf if tf is not None else (None, None)
+        self._log = log or (lambda level, text: None)
+        self._source: dict = {}  # camera frame_id -> "tf" | "parameters" (last reported)
         self.grid_publisher = node.create_publisher(OccupancyGrid, f"{prefix}{GRID_TOPIC}", qos)
         self.image_publisher = (node.create_publisher(Image, f"{prefix}{IMAGE_TOPIC}", qos)
                                 if publish_image else None)
@@ -60,6 +104,25 @@ class BevOutput:
     def publishers(self) -> Tuple[Any, ...]:
         """Return the publishers this output created (the node destroys them at cleanup)."""
         return tuple(p for p in (self.grid_publisher, self.image_publisher) if p is not None)
+
+    def release(self) -> None:
+        """Drop the TF subscriptions (cleanup); the publishers are the node's to destroy."""
+        if self._tf_release is not None:
+            self._tf_release()
+            self._tf_lookup = self._tf_release = None
+
+    def transform_for(self, camera_frame: str) -> np.ndarray:
+        """(4, 4) camera->grid transform for a frame from ``camera_frame``: TF's, else the parameters'."""
+        found = self._tf_lookup(camera_frame) if self._tf_lookup is not None and camera_frame else None
+        source = "tf" if found is not None else "parameters"
+        if self._tf_lookup is not None and self._source.get(camera_frame) != source:
+            self._source[camera_frame] = source
+            if source == "tf":
+                self._log("info", f"{GRID_TOPIC}: camera pose from TF ('{camera_frame}' -> '{self.grid.frame_id}')")
+            else:
+                self._log("warning", f"{GRID_TOPIC}: TF has no transform from '{camera_frame}' to "
+                                     f"'{self.grid.frame_id}' yet; using the bev.camera_* parameters")
+        return found if found is not None else self.camera_to_ground
 
     def wanted(self) -> bool:
         """Whether anybody subscribes to the grid or its picture (else nothing is computed)."""
@@ -78,7 +141,7 @@ class BevOutput:
                              "camera's intrinsics (publish camera_info next to the image)")
         k = scale_camera_info_fields(info, in_size, labels.shape[:2]).k  # K of the labels' size
         try:
-            proj = bev.projector(k, labels.shape[:2], self.camera_to_ground, self.grid)
+            proj = bev.projector(k, labels.shape[:2], self.transform_for(header.frame_id), self.grid)
         except bev.BevError as exc:
             raise InputError(f"camera_info: {exc}") from None
         occupancy = proj.occupancy_from_labels(labels, self.drivable_ids)

@@ -74,12 +74,15 @@ class OutputPublishing:
 
     def _destroy_publishers(self, cam: Camera) -> None:
         bev_pubs = cam.bev.publishers() if cam.bev is not None else ()
+        if cam.bev is not None:
+            cam.bev.release()
+            cam.bev = None
         for pub in (*cam.publishers.values(), cam.info_publisher, cam.class_info_publisher, *bev_pubs):
             if pub is not None:
                 self.destroy_publisher(pub)
 
     def _bev_output(self, cam: Camera, out_qos: Any) -> Any:
-        from .bev_output import BevOutput  # nav_msgs only when the grid is asked for
+        from .bev_output import BevOutput, tf_camera_pose  # nav_msgs only when the grid is asked for
 
         if len(self.params.cameras) > 1:  # one bev.camera_to_ground cannot be every camera's pose
             raise StartupError("bev.enable supports one camera (one bev.camera_to_ground); run one node "
@@ -92,8 +95,11 @@ class OutputPublishing:
             grid, transform = node_params.bev_setup(self.params)
         except node_params.ParameterError as exc:
             raise StartupError(str(exc)) from None
+        tf = tf_camera_pose(self, grid.frame_id) if self.params.bev_use_tf else None
+        log = self.get_logger()
         return BevOutput(self, cam.prefix, grid, transform, [self._classes.index(n) for n in names],
-                         self.params.bev_publish_image, out_qos)
+                         self.params.bev_publish_image, out_qos, tf=tf,
+                         log=lambda level, text: getattr(log, level)(text))
 
     def _class_info_json(self) -> str:
         meta = getattr(self._seg, "meta", {}) or {}

@@ -64,10 +64,14 @@ class NodeParams:
     max_consecutive_failures: int = 10  # 0: never exit on failures
     # bev.*: segmentation/drivable_grid (see pspnet_ros.bev for the frames and conventions)
     bev_enable: bool = False
-    bev_camera_to_ground: Tuple[float, ...] = ()  # (): from height/pitch/roll
+    bev_camera_to_ground: Tuple[float, ...] = ()  # (): from the pose (x, y, height, roll, pitch, yaw)
     bev_camera_height: float = 1.65
     bev_camera_pitch: float = 0.0
     bev_camera_roll: float = 0.0
+    bev_camera_x: float = 0.0
+    bev_camera_y: float = 0.0
+    bev_camera_yaw: float = 0.0
+    bev_use_tf: bool = True
     bev_frame_id: str = "base_footprint"
     bev_resolution: float = 0.05
     bev_forward_range: Tuple[float, float] = (6.0, 46.0)
@@ -154,17 +158,31 @@ _SPECS: Dict[str, Tuple[int, Any, str, Optional[Tuple[float, float]]]] = {
                              "Row-major 4x4 rigid transform from the camera's optical frame (x right, "
                              "y down, z forward) to the grid frame (REP-103: x forward, y left, z up, "
                              "z = 0 on the road): 16 numbers. [0.0] = not given: built from "
-                             "bev.camera_height/pitch/roll.", None),
+                             "bev.camera_x/y/height and bev.camera_roll/pitch/yaw.", None),
     "bev.camera_height": (_T.PARAMETER_DOUBLE, 1.65,
-                          "Camera height above the road in metres (when bev.camera_to_ground is not "
-                          "given; the grid origin is then the road point below the camera).", (0.01, 100.0)),
+                          "Camera height above the road (z = 0 of bev.frame_id) in metres, when "
+                          "bev.camera_to_ground is not given.", (0.01, 100.0)),
     "bev.camera_pitch": (_T.PARAMETER_DOUBLE, 0.0,
                          "Camera pitch in radians, positive = looking down (REP-103).", (-1.5, 1.5)),
     "bev.camera_roll": (_T.PARAMETER_DOUBLE, 0.0,
                         "Camera roll in radians about its forward axis, positive = right side down.",
                         (-1.5, 1.5)),
+    "bev.camera_x": (_T.PARAMETER_DOUBLE, 0.0,
+                     "Metres the camera is mounted ahead of the bev.frame_id origin (e.g. of "
+                     "base_footprint), when bev.camera_to_ground is not given.", (-100.0, 100.0)),
+    "bev.camera_y": (_T.PARAMETER_DOUBLE, 0.0,
+                     "Metres the camera is mounted to the left of the bev.frame_id origin "
+                     "(negative = right), when bev.camera_to_ground is not given.", (-100.0, 100.0)),
+    "bev.camera_yaw": (_T.PARAMETER_DOUBLE, 0.0,
+                       "Camera heading in radians relative to bev.frame_id's x axis, positive = "
+                       "turned left (REP-103), when bev.camera_to_ground is not given.", (-3.1416, 3.1416)),
     "bev.frame_id": (_T.PARAMETER_STRING, "base_footprint",
-                     "frame_id of the grid (the frame bev.camera_to_ground maps into).", None),
+                     "frame_id of the grid: the frame bev.camera_to_ground (or the bev.camera_* pose) "
+                     "maps into, whose z = 0 is the road.", None),
+    "bev.use_tf": (_T.PARAMETER_BOOL, True,
+                   "Where tf2_ros is installed, take the camera pose from TF (the transform from the "
+                   "image's frame_id to bev.frame_id); the bev.camera_* parameters serve while TF has "
+                   "none (logged).", None),
     "bev.resolution": (_T.PARAMETER_DOUBLE, 0.05, "Grid cell size in metres.", (0.001, 10.0)),
     "bev.forward_range": (_T.PARAMETER_DOUBLE_ARRAY, [6.0, 46.0],
                           "[min, max] metres ahead (grid x) covered by the grid.", None),
@@ -235,7 +253,7 @@ def check_value(name: str, value: Any) -> Any:
     if name in CHOICES:
         return _check_choice(name, value)
     if name in ("overlay_alpha", "max_rate", "diagnostics_period", "bev.camera_height", "bev.camera_pitch",
-                "bev.camera_roll", "bev.resolution"):
+                "bev.camera_roll", "bev.camera_x", "bev.camera_y", "bev.camera_yaw", "bev.resolution"):
         return _check_range(name, value)
     if name == "bev.camera_to_ground":
         numbers = tuple(float(v) for v in (value or ()))
@@ -246,7 +264,7 @@ def check_value(name: str, value: Any) -> Any:
         try:
             return tuple(check_rigid(numbers, "parameter 'bev.camera_to_ground'").ravel().tolist())
         except BevError as exc:
-            raise ParameterError(f"{exc}; or set [0.0] and bev.camera_height/pitch/roll") from None
+            raise ParameterError(f"{exc}; or set [0.0] and bev.camera_x/y/height/roll/pitch/yaw") from None
     if name in ("bev.forward_range", "bev.lateral_range"):
         rng = tuple(float(v) for v in (value or ()))
         if len(rng) != 2 or not rng[0] < rng[1]:
@@ -290,7 +308,7 @@ def check_value(name: str, value: Any) -> Any:
             raise ParameterError(f"parameter '{name}' is {value!r}; it must be an integer from {lo} to {hi}")
         return int(value)
     if name in ("publish_color", "publish_overlay", "publish_drivable", "publish_confidence", "compile",
-                "cuda_graphs", "bev.enable", "bev.publish_image"):
+                "cuda_graphs", "bev.enable", "bev.publish_image", "bev.use_tf"):
         return bool(value)
     raise ParameterError(f"unknown parameter {name!r}")
 
@@ -315,7 +333,8 @@ def bev_setup(p: NodeParams) -> Tuple[Any, Any]:
     try:
         grid = GridSpec(p.bev_resolution, p.bev_forward_range, p.bev_lateral_range, p.bev_frame_id)
         transform = (check_rigid(p.bev_camera_to_ground) if p.bev_camera_to_ground else
-                     camera_to_ground_from_pose(p.bev_camera_height, p.bev_camera_pitch, p.bev_camera_roll))
+                     camera_to_ground_from_pose(p.bev_camera_height, p.bev_camera_pitch, p.bev_camera_roll,
+                                                x=p.bev_camera_x, y=p.bev_camera_y, yaw=p.bev_camera_yaw))
     except BevError as exc:
         raise ParameterError(f"bev.* parameters: {exc}") from None
     return grid, transform

@@ -84,7 +84,7 @@ class FakeEngine:
 
 
 def engine_error(kind: str) -> Any:
-    """What the engine hands ``on_error``: kind, error and the frame's context (none here)."""
+    """Build what the engine hands ``on_error``: kind, error and the frame's context (none here)."""
     return SimpleNamespace(kind=kind, error=RuntimeError(f"simulated {kind}"), context=None)
 
 

@@ -16,7 +16,8 @@ CONFIG = Path(__file__).resolve().parents[2] / "config" / "pspnet.yaml"
 
 
 BEV = {"bev.enable", "bev.camera_to_ground", "bev.camera_height", "bev.camera_pitch", "bev.camera_roll",
-       "bev.frame_id", "bev.resolution", "bev.forward_range", "bev.lateral_range", "bev.publish_image"}
+       "bev.camera_x", "bev.camera_y", "bev.camera_yaw", "bev.use_tf", "bev.frame_id", "bev.resolution",
+       "bev.forward_range", "bev.lateral_range", "bev.publish_image"}
 
 
 def _flatten(tree, prefix=""):

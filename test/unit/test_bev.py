@@ -31,6 +31,33 @@ def test_a_point_10m_ahead_lands_on_the_closed_form_row():
     np.testing.assert_allclose(uv[2], [CX + F * 3.0 / 20.0, CY + F * HEIGHT / 20.0], atol=1e-9)
 
 
+def test_the_pose_places_the_camera_in_the_grid_frame():
+    # Camera 1.2 m ahead of and 0.3 m left of base_footprint, turned 90 degrees to the left:
+    # the road point 5 m to its left (x = 1.2, y = 5.3 in base_footprint) is straight ahead
+    # of it, 5 m away.
+    t = bev.camera_to_ground_from_pose(HEIGHT, x=1.2, y=0.3, yaw=math.pi / 2)
+    pj = bev.GroundProjector(K, (H, W), t, bev.GridSpec())
+    uv, ok = pj.ground_to_pixel(np.array([[1.2, 5.3, 0.0], [2.2, 5.3, 0.0]]))
+    assert ok.all()
+    np.testing.assert_allclose(uv[0], [CX, CY + F * HEIGHT / 5.0], atol=1e-9)
+    np.testing.assert_allclose(uv[1], [CX + F * 1.0 / 5.0, CY + F * HEIGHT / 5.0], atol=1e-9)  # 1 m to its right
+    assert bev.camera_height(t) == pytest.approx(HEIGHT)
+
+
+def test_rigid_from_quaternion_matches_the_pose():
+    yaw, pitch = 0.4, 0.1
+    t = bev.camera_to_ground_from_pose(1.4, pitch, x=0.5, y=-0.2, yaw=yaw)
+    # the same pose as TF would hold it: q = q_yaw * q_pitch * q_optical
+    r = t[:3, :3]
+    w = math.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
+    q = ((r[2, 1] - r[1, 2]) / (4 * w), (r[0, 2] - r[2, 0]) / (4 * w), (r[1, 0] - r[0, 1]) / (4 * w), w)
+    np.testing.assert_allclose(bev.rigid_from_quaternion((0.5, -0.2, 1.4), q), t, atol=1e-12)
+    np.testing.assert_allclose(bev.rigid_from_quaternion((0, 0, 0), (0, 0, 1, 1))[:3, :3],
+                               [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)  # normalized: yaw 90 deg
+    with pytest.raises(bev.BevError):
+        bev.rigid_from_quaternion((0, 0, 0), (0, 0, 0, 0))
+
+
 def test_pitch_down_moves_the_point_up_the_image_by_the_angle():
     pitch = math.radians(3.0)  # positive = looking down at the road
     uv, ok = flat_projector(pitch).ground_to_pixel(np.array([[10.0, 0.0, 0.0]]))
