@@ -256,7 +256,7 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
                        "inactive": f"inactive: model {self._model_name} loaded, not subscribed "
                                    "(activate starts processing)"}.get(self._state, self._state)
             array.status.append(diagnostics.state_status(fqn, self._model_name or "none", self._state, message))
-            self._diag_pub.publish(array)
+            self._publish_with_entities(array)
             return
         try:
             stats = self._engine.stats()
@@ -275,8 +275,19 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
                 cam.input_topic, {**stats, **({"stages_ms": source["stages_ms"]} if "stages_ms" in source else {})},
                 self._model_name, self._size_text(), self._state, self.MANAGED))
             lines.append(diagnostics.log_line(cam.input_topic, window))
-        self._diag_pub.publish(array)
+        self._publish_with_entities(array)
         self.get_logger().info(" | ".join(lines), throttle_duration_sec=max(10.0, self.params.diagnostics_period))
+
+    def _publish_with_entities(self, array: DiagnosticArray) -> None:
+        """Publish ``array`` with the node's timer count in each status.
+
+        Subscriptions and publishers show in the ROS graph (``ros2 node info``); timers do not,
+        and one left behind by a lifecycle transition would otherwise go unseen.
+        """
+        timers = KeyValue(key="timers", value=str(len(list(self.timers))))
+        for status in array.status:
+            status.values.append(timers)
+        self._diag_pub.publish(array)
 
     def _set_diagnostics_period(self, period: float) -> None:
         """Publish /diagnostics every ``period`` seconds from now on."""
