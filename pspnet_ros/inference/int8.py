@@ -23,7 +23,53 @@ TOLERANCE = {"miou": 1.0, "maxf": 0.5}
 
 
 class Int8Unavailable(ValueError):
-    """No usable INT8 model for a checkpoint; the message says why and what to run."""
+    """No usable INT8 model for a checkpoint; the message says why and what to run.
+
+    ``stale``: an INT8 file exists but does not fit (other weights, other size, edited graph): the
+    user retrained or changed something and runs 3-5x slower until re-quantizing.
+    """
+
+    def __init__(self, message: str, stale: bool = False) -> None:
+        super().__init__(message)
+        self.stale = stale
+
+
+def _varint(data: bytes, i: int) -> Tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+
+
+def graph_sha256(data: bytes) -> str:
+    """SHA-256 of the graph (nodes and weights) of serialized ONNX model bytes.
+
+    The ``graph`` field (7) of the ModelProto, read off the protobuf wire format (no onnx import):
+    the same bytes as ``onnx``'s ``model.graph.SerializeToString()``; the metadata holding the
+    record is outside it.
+    """
+    i = 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _varint(data, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            n, i = _varint(data, i)
+            if field == 7:
+                return hashlib.sha256(data[i:i + n]).hexdigest()
+            i += n
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+    raise ValueError("no graph in the ONNX model")
 
 
 def int8_path(checkpoint: Union[str, Path], size: Optional[Sequence[int]] = None) -> Path:
@@ -60,8 +106,15 @@ def read_record(path: Union[str, Path], data: Optional[bytes] = None) -> Tuple[D
     """Return (model metadata, quantization record) stored in an INT8 ONNX file (or its ``data``)."""
     props = _metadata_props(path, data)
     if RECORD_KEY not in props or META_KEY not in props:
-        raise Int8Unavailable(f"{path} has no {RECORD_KEY}/{META_KEY} metadata: not written by pspnet quantize")
-    return json.loads(props[META_KEY]), json.loads(props[RECORD_KEY])
+        raise Int8Unavailable(f"{path} has no {RECORD_KEY}/{META_KEY} metadata: not written by pspnet quantize",
+                              stale=True)
+    record = json.loads(props[RECORD_KEY])
+    if record.get("graph_sha256"):
+        raw = data if data is not None else Path(path).read_bytes()
+        if record["graph_sha256"] != graph_sha256(raw):
+            raise Int8Unavailable(f"{path}: the graph is not the one its record was written for (graph SHA-256 "
+                                  "differs)", stale=True)
+    return json.loads(props[META_KEY]), record
 
 
 def accuracy_holds(record: Mapping[str, Any]) -> Tuple[bool, str]:
@@ -92,14 +145,15 @@ def load_int8(checkpoint: Union[str, Path], size: Sequence[int], *,
     data = path.read_bytes()
     try:
         _, record = read_record(path, data)
-    except Int8Unavailable:
-        raise
+    except Int8Unavailable as exc:
+        raise Int8Unavailable(f"{exc}; re-run: {fix}", stale=exc.stale) from None
     except Exception as exc:  # noqa: BLE001 - any parse problem: name the file
-        raise Int8Unavailable(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+        raise Int8Unavailable(f"{path}: cannot read ({type(exc).__name__}: {exc}); re-run: {fix}",
+                              stale=True) from None
     if record.get("checkpoint_sha256") != sha256_file(checkpoint):
         raise Int8Unavailable(f"{path} was quantized from other weights than {checkpoint} "
-                              f"(SHA-256 differs); re-run: {fix}")
+                              f"(SHA-256 differs); re-run: {fix}", stale=True)
     if list(record.get("input_size", [])) != [int(v) for v in size]:
         raise Int8Unavailable(f"{path} is for inference size {record.get('input_size')}, not "
-                              f"{list(size)}; quantize for this size with: {fix}")
+                              f"{list(size)}; quantize for this size with: {fix}", stale=True)
     return data, record

@@ -7,6 +7,7 @@ CUDA and CPU; see :mod:`.ops`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -24,7 +25,7 @@ from torch import nn
 from ..errors import InputError
 from ..models import load_model, validate_meta
 from ..paths import resolve_device
-from . import ops
+from . import int8_check, ops
 from .inputs import validate_frame
 from .int8 import Int8Unavailable, accuracy_holds, load_int8
 from .runners import OpenVinoRunner, OrtRunner, TorchRunner, fp32_onnx
@@ -178,6 +179,8 @@ class Segmenter:
         self._lock = threading.RLock()  # one forward at a time (CUDA graphs share buffers)
 
         self.model = model.eval()
+        #: The last INT8 self-check's result (:func:`.int8_check.self_check`), None where none ran.
+        self.int8_self_check: Optional[Dict[str, Any]] = None
         self._requested = (precision, backend, cache_key, max_batch, checkpoint_path, int8_model)
         self._by_size: "OrderedDict[Size, _SizeRun]" = OrderedDict()
         self._builds: List[float] = []  # monotonic times of recent size builds (auto)
@@ -216,13 +219,18 @@ class Segmenter:
             t0 = time.perf_counter()
             note = ""
             resolved, int8_bytes, note, record = self._resolve_precision(precision, checkpoint_path,
-                                                                         int8_model, size)
+                                                                         int8_model, size, backend)
             shared = next((r.runner for r in self._by_size.values()
                            if isinstance(r.runner, TorchRunner) and r.precision == resolved), None)
             if shared is not None and backend in ("auto", "torch") and (self.is_cuda or backend == "torch"):
                 runner = shared  # PyTorch runs every size with one module
             else:
                 runner = self._build_runner(backend, cache_key, max_batch, int8_bytes, size, resolved)
+            if precision == "auto" and resolved == "int8":
+                holds, note = self._int8_holds_here(runner, record, note, checkpoint_path, int8_bytes, size)
+                if not holds:
+                    resolved, record = "fp32", None
+                    runner = self._build_runner(backend, cache_key, max_batch, None, size, resolved)
             run = _SizeRun(resolved, runner, note, record)
             self._by_size[size] = run
             while len(self._by_size) > MAX_SIZES:
@@ -233,13 +241,15 @@ class Segmenter:
                          runner.name, time.perf_counter() - t0)
             return run
 
-    def _resolve_precision(self, precision: str, checkpoint_path, int8_model,
-                           size: Size) -> Tuple[str, Optional[bytes], str, Optional[Dict[str, Any]]]:
+    def _resolve_precision(self, precision: str, checkpoint_path, int8_model, size: Size,
+                           backend: str = "auto") -> Tuple[str, Optional[bytes], str, Optional[Dict[str, Any]]]:
         """Return (precision, INT8 model bytes or None, note, INT8 record or None) for ``size``.
 
         ``auto``: INT8 on CPU when the checkpoint's INT8 model for this size exists and passed its
-        check, else fp32.
+        check, else fp32. With ``backend: torch`` (which has no INT8 path) ``auto`` is fp32.
         """
+        if precision == "auto" and backend == "torch":
+            return "fp32", None, "auto: fp32 (backend torch runs no INT8; INT8 runs on onnxruntime/openvino)", None
         if precision in ("auto", "int8") and not self.is_cuda:
             try:
                 if checkpoint_path is None:
@@ -252,13 +262,60 @@ class Segmenter:
                 if precision == "int8":
                     raise
                 note = f"auto: no INT8 ({exc})"
-                log.info("precision fp32 at %dx%d, %s", size[0], size[1], note)
+                if getattr(exc, "stale", False) or int8_model is not None:
+                    # The INT8 file is there but does not fit (retrained weights, other size, failed
+                    # check): fp32 runs 3-5x slower on CPU until it is re-made; say so loudly.
+                    log.warning("precision fp32 at %dx%d (3-5x slower than INT8 on CPU): %s", size[0], size[1],
+                                note)
+                else:
+                    log.info("precision fp32 at %dx%d, %s", size[0], size[1], note)
                 return "fp32", None, note, None
             return "int8", data, (f"auto: {why}" if precision == "auto" else ""), record
         if precision == "int8":
             raise ValueError("precision int8 runs on CPU backends (onnxruntime, openvino), not on "
                              f"{self.device}; use fp16/bf16 on CUDA")
         return ("fp32" if precision == "auto" else precision), None, "", None
+
+    def _int8_holds_here(self, runner, record: Optional[Dict[str, Any]], note: str, checkpoint_path,
+                         int8_bytes: Optional[bytes], size: Size) -> Tuple[bool, str]:
+        """``auto`` picked INT8: is it known to hold on this CPU and backend? Return (holds, note).
+
+        See :mod:`.int8_check`: the record's check covers this CPU class and backend, or the
+        cached self-check on the sample frames passes; else fp32 with a WARNING naming the fix.
+        """
+        record = record or {}
+        backend = runner.name
+        covered, why = int8_check.checked_here(record, backend)
+        isa = int8_check.int8_isa()
+        if covered:
+            return True, f"{note}; checked on a {isa} CPU with {backend}"
+        fix = f"pspnet quantize --checkpoint {checkpoint_path} --size {size[0]}x{size[1]}"
+        ref = (((record.get("accuracy") or {}).get("backends") or {}).get(backend) or {}).get("self_check")
+        try:
+            fp32 = TorchRunner(self.model, self.device, "fp32", False)
+            with torch.inference_mode():
+                res = int8_check.self_check(
+                    hashlib.sha256(int8_bytes or b"").hexdigest(), backend, size,
+                    lambda x: fp32(torch.from_numpy(x)).float().numpy(),
+                    lambda x: runner(torch.from_numpy(x)).float().numpy(),
+                    lambda: int8_check.sample_inputs(self.meta["mean"], self.meta["std"], size), ref)
+        except Exception as exc:  # noqa: BLE001 - cannot check: do not trust INT8 here
+            log.warning("precision fp32 (3-5x slower than INT8 on CPU): INT8 is unchecked on this %s CPU (%s) and "
+                        "its self-check failed to run (%s: %s); fix: %s on this machine", isa, why,
+                        type(exc).__name__, exc, fix)
+            return False, f"auto: no INT8 (unchecked on this {isa} CPU: {why})"
+        self.int8_self_check = res
+        detail = (f"self-check{' (cached)' if res['cached'] else ''} on {res['frames']} sample frames with "
+                  f"{backend}: {100 * res['agreement']:.2f}% of labels equal fp32 (needs {100 * res['required']:.2f}%)"
+                  + ("" if res.get("max_logit_error") is None else
+                     f", logit error {res['logit_error']:.4f} (at most {res['max_logit_error']:.4f})"))
+        if res["passed"]:
+            log.info("INT8 holds on this %s CPU: %s", isa, detail)
+            return True, f"{note}; {why}, {detail}"
+        log.warning("precision fp32 (3-5x slower than INT8 on CPU): the INT8 model does not hold on this %s CPU "
+                    "(%s; %s); fix: %s on this machine (7-bit weights, the default, avoid the int16 saturation "
+                    "of CPUs without VNNI)", isa, why, detail, fix)
+        return False, f"auto: no INT8 (fails on this {isa} CPU: {detail})"
 
     def _build_runner(self, backend: str, cache_key: Optional[Tuple], max_batch: int,
                       int8_bytes: Optional[bytes], size: Size, precision: str):

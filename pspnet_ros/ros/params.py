@@ -89,7 +89,7 @@ _SPECS: Dict[str, Tuple[int, Any, str, Optional[Tuple[float, float]]]] = {
     "precision": (_T.PARAMETER_STRING, "auto",
                   "Inference precision: auto, fp32, fp16, bf16 or int8. auto: on CPU int8 when the "
                   "checkpoint's accuracy-checked .int8.onnx exists (pspnet quantize), else fp32; fp32 "
-                  "on CUDA. int8 runs on CPU (onnxruntime/openvino); fp16 needs CUDA.", None),
+                  "on CUDA and with backend torch. int8 runs on CPU (onnxruntime/openvino); fp16 needs CUDA.", None),
     "backend": (_T.PARAMETER_STRING, "auto",
                 "Inference runtime: auto, torch, onnxruntime or openvino. auto: the fastest installed "
                 "CPU runtime for the precision (measured, see the README), torch on CUDA.", None),

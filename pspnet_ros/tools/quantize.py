@@ -1,17 +1,22 @@
 """``pspnet quantize``: static post-training INT8 quantization of a checkpoint (ONNX Runtime, QDQ).
 
 The checkpoint's fp32 ONNX export is quantized with ONNX Runtime's static quantizer: QDQ format,
-per-channel symmetric int8 weights, uint8 activations whose ranges are calibrated on training
+per-channel symmetric 7-bit weights (``reduce_range``: x86 CPUs without VNNI saturate 8-bit ones,
+see :func:`quantize_onnx`), uint8 activations whose ranges are calibrated on training
 frames preprocessed exactly as the node preprocesses camera frames on CPU
 (:func:`pspnet_ros.inference.ops.preprocess_np` on the full frame). The result, ``<checkpoint stem>.int8.onnx``
 next to the checkpoint, holds the model metadata (``pspnet_meta``, as ``pspnet export`` writes
-it) and the quantization record (``pspnet_int8``: the checkpoint's SHA-256, the inference
-size, the calibration frames and method, the tool versions and the accuracy check). ONNX
+it) and the quantization record (``pspnet_int8``: the checkpoint's SHA-256, the graph's SHA-256,
+the inference size, the calibration frames and method, the tool versions and the accuracy check). ONNX
 Runtime and OpenVINO both run it; the runtime reads it with :mod:`pspnet_ros.inference.int8`.
 
 The accuracy check evaluates the node's path (:func:`.training.evaluate.evaluate_segmenter`) on
-the validation split in fp32 and in INT8. ``precision: auto`` on CPU picks INT8 only when the
-check passed: mIoU within 1.0 point of fp32, and MaxF within 0.5 point on KITTI road.
+the validation split in fp32 and in INT8 on every INT8 backend ``backend: auto`` may pick
+(OpenVINO, then ONNX Runtime), and records the CPU it ran on (its flags and class, see
+:mod:`pspnet_ros.inference.int8_check`) and the self-check reference. ``precision: auto`` on CPU
+picks INT8 only when the check passed (mIoU within 1.0 point of fp32, and MaxF within 0.5 point
+on KITTI road) and holds on the running CPU: the same CPU class and backend, or a passing (cached)
+self-check.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ import numpy as np
 
 from .data.datasets import build_dataset
 from ..inference import ops
-from ..inference.int8 import META_KEY, RECORD_KEY, TOLERANCE, int8_path, sha256_file
+from ..inference import int8_check
+from ..inference.int8 import META_KEY, RECORD_KEY, TOLERANCE, graph_sha256, int8_path, sha256_file
 from ..inference.runners import fp32_onnx
-from ..inference.segmenter import Segmenter, parse_size
+from ..inference.segmenter import CPU_BACKEND_ORDER, Segmenter, _installed, parse_size
 from ..models import CheckpointError, load_model
 from ..paths import data_root, resolve_checkpoint
 from .training.evaluate import evaluate_segmenter
@@ -71,8 +77,15 @@ def calibration_inputs(meta: Mapping[str, Any], size: Size, dataset: str, root: 
 
 
 def quantize_onnx(fp32: bytes, inputs: Sequence[np.ndarray], *, method: str = "minmax",
-                  per_channel: bool = True) -> bytes:
-    """Quantize an fp32 ONNX graph to static INT8 QDQ, calibrated on ``inputs``."""
+                  per_channel: bool = True, reduce_range: bool = True, activations: str = "uint8") -> bytes:
+    """Quantize an fp32 ONNX graph to static INT8 QDQ, calibrated on ``inputs``.
+
+    ``reduce_range``: 7-bit weights ([-64, 64]). x86 CPUs without VNNI (AVX2, AVX-512 before
+    Cascade Lake) multiply uint8 activations by int8 weights with ``vpmaddubsw``, which adds two
+    products in int16 and saturates: 2 * 255 * 127 overflows, 2 * 255 * 64 does not. ONNX
+    Runtime's quantization guide names reduce_range as the fix; OpenVINO's CPU plugin uses the
+    same instruction there. ``activations``: ``uint8`` (asymmetric) or ``int8`` (symmetric).
+    """
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -94,9 +107,12 @@ def quantize_onnx(fp32: bytes, inputs: Sequence[np.ndarray], *, method: str = "m
         src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(fp32)
         quant_pre_process(str(src), str(pre))  # shape inference + graph optimizations first
+        signed = activations == "int8"
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calib,
-                        extra_options={"CalibTensorRangeSymmetric": False})
+                        reduce_range=reduce_range,
+                        activation_type=QuantType.QInt8 if signed else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=calib,
+                        extra_options={"CalibTensorRangeSymmetric": signed, "ActivationSymmetric": signed})
         return dst.read_bytes()
 
 
@@ -106,6 +122,8 @@ def write_int8(data: bytes, out: Union[str, Path], meta: Mapping[str, Any], reco
 
     proto = onnx.load_from_string(data)
     del proto.metadata_props[:]
+    # the graph's SHA-256, read off the serialized bytes as the runtime reads it
+    record = {**record, "graph_sha256": graph_sha256(proto.SerializeToString())}
     info = {k: meta.get(k) for k in ("arch", "arch_kwargs", "classes", "palette", "mean", "std",
                                      "ignore_index", "dataset", "drivable_classes")}
     info["input_size"] = list(record["input_size"])
@@ -120,27 +138,63 @@ def write_int8(data: bytes, out: Union[str, Path], meta: Mapping[str, Any], reco
 # ----------------------------------------------------------------------------- accuracy check
 
 
+def int8_backends() -> Tuple[str, ...]:
+    """Return the installed CPU runtimes that run INT8, in the order ``backend: auto`` tries them."""
+    return tuple(b for b in CPU_BACKEND_ORDER["int8"] if _installed(b))
+
+
 def check_accuracy(checkpoint: Path, int8_file: Path, dataset: str, root: Union[str, Path], split: str,
-                   size: Size, threads: Optional[int] = None) -> Dict[str, Any]:
-    """Evaluate the node path in fp32 and INT8 (ONNX Runtime) on ``split``; return the record."""
+                   size: Size, threads: Optional[int] = None,
+                   backends: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Evaluate the node path in fp32 and in INT8 on each INT8 backend on ``split``; return the record.
+
+    The backends are those ``backend: auto`` may pick (OpenVINO first); the check holds when it
+    holds on every one. It also names the CPU it ran on (INT8 accuracy depends on it, see
+    :mod:`pspnet_ros.inference.int8_check`) and measures the self-check's reference: the label
+    agreement and logit error of INT8 against fp32 on the bundled sample frames, per backend.
+    """
+    backends = tuple(backends or int8_backends())
     ds = build_dataset(dataset, Path(root), split)
     kitti = dataset == "kitti_road"
     keys = ("miou", "maxf") if kitti else ("miou",)
     res: Dict[str, Dict[str, float]] = {}
-    for precision in ("fp32", "int8"):
-        seg = Segmenter.from_checkpoint(str(checkpoint), device="cpu", precision=precision, backend="onnxruntime",
+    reference: Dict[str, Dict[str, float]] = {}
+    fp32_seg = None
+    for name, precision, backend in [("fp32", "fp32", "onnxruntime")] + [(b, "int8", b) for b in backends]:
+        seg = Segmenter.from_checkpoint(str(checkpoint), device="cpu", precision=precision, backend=backend,
                                         inference_size=size, num_threads=threads, int8_model=int8_file)
         t0 = time.perf_counter()
         m = evaluate_segmenter(seg, ds, kitti=kitti)
-        res[precision] = {k: round(100.0 * float(m[k]), 2) for k in keys}
-        log.info("%s %s: %s (%.0f s)", split, precision, res[precision], time.perf_counter() - t0)
-    delta = {k: round(res["fp32"][k] - res["int8"][k], 2) for k in keys}
-    holds = all(delta[k] <= TOLERANCE[k] for k in keys)
-    summary = ", ".join(f"{k} {res['int8'][k]:.2f} vs fp32 {res['fp32'][k]:.2f} "
-                        f"({-delta[k]:+.2f}, allowed -{TOLERANCE[k]:.1f})" for k in keys)
-    return {"split": split, "frames": len(ds), "fp32": res["fp32"], "int8": res["int8"], "loss": delta,
-            "tolerance": {k: TOLERANCE[k] for k in keys}, "holds": holds,
-            "summary": f"{dataset} {split} ({len(ds)} frames, ONNX Runtime): {summary}"}
+        res[name] = {k: round(100.0 * float(m[k]), 2) for k in keys}
+        log.info("%s %s %s: %s (%.0f s)", split, precision, backend, res[name], time.perf_counter() - t0)
+        if precision == "fp32":
+            fp32_seg = seg
+        else:
+            inputs = int8_check.sample_inputs(seg.meta["mean"], seg.meta["std"], size)
+            agree, error = int8_check.compare(lambda x: fp32_seg.runner(torch_from(x)).numpy(),
+                                              lambda x: seg.runner(torch_from(x)).numpy(), inputs)
+            reference[backend] = {"frames": len(inputs), "agreement": round(agree, 5), "logit_error": round(error, 5)}
+    per_backend: Dict[str, Dict[str, Any]] = {}
+    for b in backends:
+        delta = {k: round(res["fp32"][k] - res[b][k], 2) for k in keys}
+        per_backend[b] = {"int8": res[b], "loss": delta, "holds": all(delta[k] <= TOLERANCE[k] for k in keys),
+                          "self_check": reference[b]}
+    holds = all(v["holds"] for v in per_backend.values())
+    cpu = int8_check.cpu_record()
+    names = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
+    summary = "; ".join(names.get(b, b) + ": " + ", ".join(
+        f"{k} {v['int8'][k]:.2f} vs fp32 {res['fp32'][k]:.2f} ({-v['loss'][k]:+.2f}, allowed -{TOLERANCE[k]:.1f})"
+        for k in keys) for b, v in per_backend.items())
+    first = per_backend[backends[0]]
+    return {"split": split, "frames": len(ds), "fp32": res["fp32"], "int8": first["int8"], "loss": first["loss"],
+            "backends": per_backend, "cpu": cpu, "tolerance": {k: TOLERANCE[k] for k in keys}, "holds": holds,
+            "summary": f"{dataset} {split} ({len(ds)} frames, {cpu['int8_isa']} CPU): {summary}"}
+
+
+def torch_from(x: np.ndarray):
+    import torch
+
+    return torch.from_numpy(x)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -160,6 +214,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-frames", type=int, default=64, help="calibration frames (evenly spaced)")
     p.add_argument("--method", default="minmax", choices=METHODS, help="activation range calibration")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales (default per channel)")
+    p.add_argument("--full-range", action="store_true",
+                   help="8-bit weights ([-127, 127]); the default 7-bit weights (reduce_range) avoid the int16 "
+                        "saturation of x86 CPUs without VNNI (AVX2), where full-range models lose accuracy")
+    p.add_argument("--activations", default="uint8", choices=("uint8", "int8"),
+                   help="activation type: uint8 asymmetric or int8 symmetric")
     p.add_argument("--check-split", default="val", help="split of the accuracy check")
     p.add_argument("--no-check", action="store_true",
                    help="skip the accuracy check (precision auto then keeps fp32 for this model)")
@@ -197,13 +256,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"pspnet quantize: calibration frames: {exc}", file=sys.stderr)
         return 2
-    data = quantize_onnx(fp32_onnx(model, size), inputs, method=args.method, per_channel=not args.per_tensor)
+    data = quantize_onnx(fp32_onnx(model, size), inputs, method=args.method, per_channel=not args.per_tensor,
+                         reduce_range=not args.full_range, activations=args.activations)
     import onnx
 
     record: Dict[str, Any] = {
         "checkpoint": Path(ckpt).name, "checkpoint_sha256": sha256_file(ckpt), "input_size": list(size),
-        "format": "QDQ", "weights": "int8 symmetric, " + ("per-tensor" if args.per_tensor else "per-channel"),
-        "activations": "uint8 asymmetric", "calibration": {
+        "format": "QDQ", "weights": ("int8 symmetric, " + ("8-bit" if args.full_range else "7-bit (reduce_range)")
+                                     + ", " + ("per-tensor" if args.per_tensor else "per-channel")),
+        "activations": "int8 symmetric" if args.activations == "int8" else "uint8 asymmetric", "calibration": {
             "dataset": dataset, "split": args.calib_split, "frames": len(stems), "method": args.method,
             "stems": stems},
         "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "torch": torch.__version__,

@@ -46,9 +46,21 @@ def test_quantize_writes_a_qdq_model_bound_to_its_checkpoint(quantized, data_roo
     assert cal["dataset"] == "kitti_road" and cal["split"] == "train" and cal["frames"] == 4
     train = set((data_root / "kitti_road" / "train.txt").read_text().split())
     assert len(cal["stems"]) == 4 and set(cal["stems"]) <= train  # calibrated on training frames only
+    assert "7-bit (reduce_range)" in record["weights"]  # holds on CPUs without VNNI
+    from pspnet_ros.inference import int8_check
+    from pspnet_ros.inference.int8 import graph_sha256
+
+    assert record["graph_sha256"] == graph_sha256(path.read_bytes())
     acc = record["accuracy"]
     assert acc["split"] == "val" and acc["frames"] == 29 and set(acc["fp32"]) == {"miou", "maxf"}
-    assert acc["holds"] == all(acc["loss"][k] <= TOLERANCE[k] for k in ("miou", "maxf"))
+    # checked on every INT8 backend auto may pick (OpenVINO first), on a named CPU
+    assert list(acc["backends"]) == list(q.int8_backends()) and acc["backends"]
+    here = int8_check.cpu_record()
+    assert acc["cpu"]["int8_isa"] == here["int8_isa"] and acc["cpu"]["features"] == here["features"]
+    for b in acc["backends"].values():
+        assert b["holds"] == all(b["loss"][k] <= TOLERANCE[k] for k in ("miou", "maxf"))
+        assert 0.0 <= b["self_check"]["agreement"] <= 1.0 and b["self_check"]["logit_error"] >= 0.0
+    assert acc["holds"] == all(b["holds"] for b in acc["backends"].values())
     assert (rc == 0) == acc["holds"]
 
 
@@ -61,8 +73,14 @@ def test_int8_runs_on_both_cpu_runtimes_and_tracks_fp32(quantized, kitti_frames,
     frames = [f for _, f in kitti_frames]
     for a, b in zip(fp32.predict(frames, return_probs=True), int8.predict(frames, return_probs=True)):
         assert b.labels.shape == a.labels.shape == frames[0].shape[:2]
-        assert np.abs(a.probs - b.probs).mean() < 0.05  # a random tiny net; the shipped ones: below
-        assert (a.labels == b.labels).mean() > 0.9
+        assert np.abs(a.probs - b.probs).mean() < 0.05
+        # A random tiny net has many near-ties (median fp32 margin ~0.05), where any rounding may flip
+        # the label; compare the labels where fp32 is decided (margin > 0.1). Measured there: 1.000
+        # with 7-bit weights on VNNI and (emulated) AVX2; 0.964 with 8-bit weights on AVX2 (saturation).
+        top2 = np.sort(a.probs, axis=0)[-2:]
+        decided = (top2[1] - top2[0]) > 0.1
+        assert decided.mean() > 0.05
+        assert (a.labels == b.labels)[decided].mean() > 0.995
 
 
 def test_an_int8_file_from_other_weights_or_size_is_refused_with_the_fix(quantized, tmp_path):
