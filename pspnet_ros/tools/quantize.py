@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .data.datasets import build_dataset
+from .data.datasets import build_dataset, parse_aspect
 from ..inference import ops
 from ..inference import int8_check
 from ..inference.int8 import META_KEY, RECORD_KEY, TOLERANCE, graph_sha256, int8_path, sha256_file
@@ -54,13 +54,14 @@ Size = Tuple[int, int]
 
 
 def calibration_inputs(meta: Mapping[str, Any], size: Size, dataset: str, root: Union[str, Path],
-                       split: str = "train", frames: int = 64) -> Tuple[List[np.ndarray], List[str]]:
+                       split: str = "train", frames: int = 64,
+                       crop_aspect: Optional[float] = None) -> Tuple[List[np.ndarray], List[str]]:
     """Network inputs (1, 3, h, w) float32 for ``frames`` evenly spaced frames of ``split``.
 
     Preprocessed from the full-resolution frame by :func:`pspnet_ros.inference.ops.preprocess_np`, the CPU path
     the node runs INT8 with. Returns the inputs and the frames' stems (recorded in the INT8 file).
     """
-    ds = build_dataset(dataset, Path(root), split)
+    ds = build_dataset(dataset, Path(root), split, crop_aspect=crop_aspect)
     if len(ds) == 0:
         raise ValueError(f"{dataset} {split} has no frames under {root}")
     n = min(int(frames), len(ds))
@@ -145,7 +146,8 @@ def int8_backends() -> Tuple[str, ...]:
 
 def check_accuracy(checkpoint: Path, int8_file: Path, dataset: str, root: Union[str, Path], split: str,
                    size: Size, threads: Optional[int] = None,
-                   backends: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+                   backends: Optional[Sequence[str]] = None,
+                   crop_aspect: Optional[float] = None) -> Dict[str, Any]:
     """Evaluate the node path in fp32 and in INT8 on each INT8 backend on ``split``; return the record.
 
     The backends are those ``backend: auto`` may pick (OpenVINO first); the check holds when it
@@ -154,7 +156,7 @@ def check_accuracy(checkpoint: Path, int8_file: Path, dataset: str, root: Union[
     agreement and logit error of INT8 against fp32 on the bundled sample frames, per backend.
     """
     backends = tuple(backends or int8_backends())
-    ds = build_dataset(dataset, Path(root), split)
+    ds = build_dataset(dataset, Path(root), split, crop_aspect=crop_aspect)
     kitti = dataset == "kitti_road"
     keys = ("miou", "maxf") if kitti else ("miou",)
     res: Dict[str, Dict[str, float]] = {}
@@ -210,6 +212,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="dataset root (default: $PSPNET_DATA_ROOT or ../shared/data); "
                                                 "for folder: the folder")
     p.add_argument("--size", default=None, help="inference size HxW (default: the checkpoint's)")
+    p.add_argument("--crop-aspect", default=None, metavar="W:H",
+                   help="centre-crop calibration and check frames to this aspect (e.g. 16:9 with --size 256x448: "
+                        "the INT8 model of a 16:9 camera, from pictures of another shape)")
     p.add_argument("--calib-split", default="train", help="split the calibration frames come from")
     p.add_argument("--calib-frames", type=int, default=64, help="calibration frames (evenly spaced)")
     p.add_argument("--method", default="minmax", choices=METHODS, help="activation range calibration")
@@ -243,6 +248,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ckpt = resolve_checkpoint(args.checkpoint, args.dataset or "kitti_road", "cpu")
         model, meta = load_model(ckpt, "cpu")
         size = parse_size(args.size or meta.get("input_size") or "", "--size")
+        crop = parse_aspect(args.crop_aspect) if args.crop_aspect else None
     except (OSError, CheckpointError, ValueError) as exc:
         print(f"pspnet quantize: {exc}", file=sys.stderr)
         return 2
@@ -252,7 +258,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out) if args.out else int8_path(ckpt, None if own else size)
     t0 = time.perf_counter()
     try:
-        inputs, stems = calibration_inputs(meta, size, dataset, root, args.calib_split, args.calib_frames)
+        inputs, stems = calibration_inputs(meta, size, dataset, root, args.calib_split, args.calib_frames,
+                                           crop_aspect=crop)
     except (OSError, ValueError) as exc:
         print(f"pspnet quantize: calibration frames: {exc}", file=sys.stderr)
         return 2
@@ -266,7 +273,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      + ", " + ("per-tensor" if args.per_tensor else "per-channel")),
         "activations": "int8 symmetric" if args.activations == "int8" else "uint8 asymmetric", "calibration": {
             "dataset": dataset, "split": args.calib_split, "frames": len(stems), "method": args.method,
-            "stems": stems},
+            "stems": stems, "crop_aspect": args.crop_aspect},
         "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
         "command": "pspnet quantize " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
@@ -279,7 +286,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("accuracy not checked: precision auto keeps fp32 for this model")
         return 0
     try:
-        acc = check_accuracy(Path(ckpt), out, dataset, root, args.check_split, size, args.threads)
+        acc = check_accuracy(Path(ckpt), out, dataset, root, args.check_split, size, args.threads,
+                             crop_aspect=crop)
     except (OSError, ValueError) as exc:
         print(f"pspnet quantize: accuracy check on {args.check_split}: {exc}", file=sys.stderr)
         return 2
