@@ -11,14 +11,17 @@ camera_info_topic (remaps of the node's relative ``image`` and ``camera_info``; 
 (outputs go to ``<namespace>/segmentation/...``), checkpoint (overrides the params file when
 not empty), use_sim_time (true when replaying a bag with /clock), respawn (default true:
 restart the node when it exits with code 3, its "device unusable" exit after a sticky CUDA
-error or ``max_consecutive_failures`` failed frames; configuration errors, code 2, and clean
-exits are not restarted, so a broken parameter file does not loop), lifecycle (default false:
+error or ``max_consecutive_failures`` failed frames, after 2 s, then 4, 8, 16, 30 s; after
+max_respawns (default 5) restarts in a row it gives up with an error; a run of 60 s or more
+starts the count afresh. Configuration errors, code 2, and clean exits are not restarted, so a
+broken parameter file does not loop), max_respawns, lifecycle (default false:
 true starts ``segmentation_lifecycle_node``, a managed node that starts unconfigured), autostart
 (with lifecycle: configure, then activate once inactive, as a Nav2 lifecycle manager's
 ``autostart`` does; false leaves it to ``ros2 lifecycle set`` or your lifecycle manager).
 """
 
 import os
+import time
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, RegisterEventHandler, TimerAction
@@ -28,7 +31,29 @@ from launch_ros.actions import LifecycleNode, Node
 
 PACKAGE = "pspnet_ros"
 EXIT_FATAL = 3  # pspnet_ros.ros.process.EXIT_FATAL (not imported: launch files stay import-light)
-RESPAWN_DELAY_S = 2.0
+RESPAWN_DELAY_S = 2.0  # the first restart; each next one waits twice as long, up to RESPAWN_MAX_DELAY_S
+RESPAWN_MAX_DELAY_S = 30.0
+RESPAWN_STABLE_S = 60.0  # a run this long was a recovery: the next failure starts from RESPAWN_DELAY_S
+
+
+class RespawnPolicy:
+    """When to restart a node that exited with EXIT_FATAL: bounded, with exponential backoff."""
+
+    def __init__(self, max_respawns, first_delay=RESPAWN_DELAY_S, max_delay=RESPAWN_MAX_DELAY_S,
+                 stable_s=RESPAWN_STABLE_S):
+        self.max_respawns = max_respawns
+        self.first_delay, self.max_delay, self.stable_s = first_delay, max_delay, stable_s
+        self.respawns = 0  # restarts since the last stable run
+
+    def next_delay(self, ran_s):
+        """Seconds to wait before the next start, or None to give up; ``ran_s``: the last run's length."""
+        if ran_s >= self.stable_s:
+            self.respawns = 0
+        if self.respawns >= self.max_respawns:
+            return None
+        delay = min(self.first_delay * 2 ** self.respawns, self.max_delay)
+        self.respawns += 1
+        return delay
 
 
 def _default_params_file():
@@ -49,6 +74,13 @@ def _node(context):
     respawn = arg("respawn").lower() in ("true", "1", "yes")
     lifecycle = arg("lifecycle").lower() in ("true", "1", "yes")
     autostart = arg("autostart").lower() in ("true", "1", "yes")
+    try:
+        policy = RespawnPolicy(int(arg("max_respawns")))
+    except ValueError:
+        raise ValueError(f"max_respawns must be a whole number, got {arg('max_respawns')!r}") from None
+    if policy.max_respawns < 0:
+        raise ValueError(f"max_respawns must be >= 0, got {policy.max_respawns}")
+    started = {"at": time.monotonic()}
 
     def make():
         common = {
@@ -65,19 +97,32 @@ def _node(context):
         else:
             node = Node(executable="segmentation_node", **common)
             actions = [node]
-        if not respawn:
-            return actions
+        node.pspnet_respawnable = True  # what the one exit handler below matches
+        return actions
 
-        def on_exit(event, _context):
-            if event.returncode != EXIT_FATAL:
-                return None
-            return [LogInfo(msg=f"segmentation_node exited with {EXIT_FATAL} (device unusable): "
-                                f"restarting in {RESPAWN_DELAY_S:g} s"),
-                    TimerAction(period=RESPAWN_DELAY_S, actions=make())]
+    def start():
+        started["at"] = time.monotonic()
+        return make()
 
-        return actions + [RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
+    if not respawn:
+        return make()
 
-    return make()
+    def on_exit(event, _context):
+        if event.returncode != EXIT_FATAL:
+            return None
+        delay = policy.next_delay(time.monotonic() - started["at"])
+        if delay is None:
+            return [LogInfo(msg=f"[ERROR] segmentation_node exited with {EXIT_FATAL} (device unusable) "
+                                f"{policy.max_respawns + 1} times in a row: not restarting it "
+                                "(max_respawns; see its log for why)")]
+        return [LogInfo(msg=f"segmentation_node exited with {EXIT_FATAL} (device unusable): restart "
+                            f"{policy.respawns} of at most {policy.max_respawns} in {delay:g} s"),
+                TimerAction(period=delay, actions=[OpaqueFunction(function=lambda _ctx: start())])]
+
+    # One handler for every incarnation of the node (registered once, not per restart).
+    handler = OnProcessExit(target_action=lambda action: getattr(action, "pspnet_respawnable", False),
+                            on_exit=on_exit)
+    return start() + [RegisterEventHandler(handler)]
 
 
 def _autostart(node):
@@ -117,6 +162,9 @@ def generate_launch_description():
                               description="use /clock (bag replay)"),
         DeclareLaunchArgument("respawn", default_value="true",
                               description="restart the node after a fatal device error (exit code 3)"),
+        DeclareLaunchArgument("max_respawns", default_value="5",
+                              description="with respawn: restarts in a row after exit code 3 before giving up "
+                                          "(2 s backoff, doubling to 30 s; a 60 s run resets the count)"),
         DeclareLaunchArgument("lifecycle", default_value="false",
                               description="true: a managed (lifecycle) node that starts unconfigured"),
         DeclareLaunchArgument("autostart", default_value="true",

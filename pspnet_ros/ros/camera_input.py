@@ -18,9 +18,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..errors import InputError
+import rclpy
+
 from . import diagnostics, qos
 from .conversions import check_header, compressed_format, image_to_numpy
 from .log_throttle import problem_kind
+from .loss_meter import LossMeter
+from .transport_hint import large_best_effort_hint
 
 try:  # Iron and later
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -30,7 +34,10 @@ except ImportError:  # Humble
     except ImportError:
         SubscriptionEventCallbacks = None
 # rclpy passes (msg, message info) to two-argument callbacks since Iron; Humble's does not.
-MESSAGE_INFO = hasattr(rclpy_subscription, "MessageInfo")
+# Jazzy's rclpy (7.1) has the two-argument callbacks but not yet the MessageInfo type (Kilted's
+# does), so look for the callback kind itself.
+MESSAGE_INFO = (hasattr(rclpy_subscription, "MessageInfo")
+                or hasattr(getattr(rclpy_subscription.Subscription, "CallbackType", None), "WithMessageInfo"))
 
 QOS_CHECK_PERIOD_S = 0.5
 BAD_INPUT_LOG_PERIOD_S = 5.0  # one log line per kind of bad frame per period
@@ -63,8 +70,9 @@ class Camera:
         self.publishers: Dict[str, Any] = {}
         self.info_publisher: Any = None
         self.class_info_publisher: Any = None
-        self.loss = diagnostics.StampGapMeter()
+        self.loss = LossMeter()
         self.bev: Any = None  # bev_output.BevOutput when bev.enable
+        self.transport_hint = ""  # set while subscribed best effort on a transport that loses large frames
         self._next_due = 0.0
 
     def rate_allows(self, max_rate: float, now: float) -> bool:
@@ -80,6 +88,22 @@ class Camera:
         return True
 
 
+def _sequence(info: Optional[Dict[str, Any]]) -> Tuple[Optional[int], Optional[bytes]]:
+    """(publication sequence number, publisher gid bytes) from rclpy message info, each or None.
+
+    Kilted's rclpy gives both; Jazzy's gives the sequence number without the gid (the loss
+    meter then tells publishers apart by their sequence numbers and stamps); Humble's neither.
+    """
+    if not info:
+        return None, None
+    seq = info.get("publication_sequence_number") or None
+    gid = info.get("publisher_gid")
+    if isinstance(gid, dict):
+        gid = gid.get("data")
+    gid = bytes(gid) if gid else b""
+    return seq, (gid if any(gid) else None)  # an all-zero gid names no publisher
+
+
 def stamp_seconds(header: Header) -> float:
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
@@ -93,7 +117,7 @@ class CameraInputs:
 
     def _create_subscriptions(self, cam: Camera) -> None:
         cam.info_subscription = self.create_subscription(
-            CameraInfo, f"{cam.prefix}camera_info", lambda m, c=cam: self._on_camera_info(c, m),
+            CameraInfo, f"{cam.prefix}camera_info", self._input_callback(cam, self._on_camera_info),
             qos.camera_info_qos())
         reliability = self._forced
         if reliability is None:
@@ -122,6 +146,20 @@ class CameraInputs:
                                                         self._input_callback(cam, callback),
                                                         qos.input_qos(reliability))
         cam.reliability = reliability
+        self._say_transport_hint(cam)
+
+    def _say_transport_hint(self, cam: Camera) -> None:
+        """Best effort: warn (log and /diagnostics) when the middleware loses large frames as set up.
+
+        Fast DDS needs a transport setting for best-effort frames of ~1 MB and more (Jazzy's
+        2.14 a different one than Kilted's 3.x); :mod:`.transport_hint` names it.
+        """
+        hint = ""
+        if cam.reliability == qos.BEST_EFFORT:
+            hint = large_best_effort_hint(rclpy.get_rmw_implementation_identifier())
+            if hint and hint != cam.transport_hint:
+                self.get_logger().warning(f"{cam.input_topic}: subscribed best effort; {hint}")
+        cam.transport_hint = hint
 
     @staticmethod
     def _input_callback(cam: Camera, callback: Callable[..., None]) -> Callable[..., None]:
@@ -135,9 +173,10 @@ class CameraInputs:
             return lambda m, info: callback(cam, m, info)
         return lambda m: callback(cam, m, None)
 
-    def _on_camera_info(self, cam: Camera, msg: CameraInfo) -> None:
+    def _on_camera_info(self, cam: Camera, msg: CameraInfo, info: Optional[Dict[str, Any]] = None) -> None:
         cam.info = msg
-        cam.loss.camera_info(stamp_seconds(msg.header))
+        seq, gid = _sequence(info)
+        cam.loss.camera_info(stamp_seconds(msg.header), seq=seq, publisher=gid)
 
     def _offered(self, cam: Camera) -> List[Any]:
         return [i.qos_profile.reliability for i in self.get_publishers_info_by_topic(cam.input_topic)]
@@ -166,9 +205,8 @@ class CameraInputs:
             if sent > 0 and got >= sent:
                 stats.add_stage("dds transfer", (got - sent) / 1e6)
                 stats.add_stage("executor wait", max(time.time_ns() - got, 0) / 1e6)
-        seq = info.get("publication_sequence_number") if info else None
-        gid = info.get("publisher_gid") if info else None
-        lost = cam.loss.image(stamp_seconds(header), seq=seq, publisher=repr(gid) if gid is not None else "")
+        seq, gid = _sequence(info)
+        lost = cam.loss.image(stamp_seconds(header), seq=seq, publisher=gid)
         if lost:
             stats.count("lost", lost)
         if not self._enabled:

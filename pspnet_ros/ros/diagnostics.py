@@ -31,91 +31,14 @@ ERROR = DiagnosticStatus.ERROR
 #   no_subscribers frames not processed because nobody subscribes to any output
 #   rejected       frames the engine did not accept (queue full / stopping)
 #   bad_camera_info  camera_info messages that do not describe the image (not republished)
-#   lost           frames that never reached the node's callback (gaps in the header stamps
-#                  against the camera's period: keep-last-1 replacements while the executor was
-#                  busy, frames the network or the publisher lost)
+#   lost           frames that never reached the node's callback (publication sequence gaps, or
+#                  gaps in the header stamps against the camera's period; see loss_meter.py:
+#                  keep-last-1 replacements while the executor was busy, frames the network or
+#                  the publisher lost)
 #   lost_rmw       samples the middleware reported lost (message-lost event, where the RMW has it)
 #   deactivated    frames in the engine when a managed node was deactivated, not published
 COUNTERS = ("received", "processed", "bad_input", "failed", "paused", "rate_limited",
             "no_subscribers", "rejected", "bad_camera_info", "lost", "lost_rmw", "deactivated")
-# A stamp gap longer than this is a camera that paused (or a bag between loops), not lost frames.
-MAX_LOSS_GAP_S = 5.0
-# A gap counts as lost frames when it is longer than this many camera periods.
-GAP_FACTOR = 1.5
-# Stamps closer than this are not a camera's clock (synthetic counters, duplicated stamps):
-# no loss is counted from them.
-MIN_PERIOD_S = 1e-3
-
-
-class StampGapMeter:
-    """Frames lost before the node's callback, counted from gaps in the header stamps.
-
-    Where the middleware reports publication sequence numbers (rclpy message info, Iron and
-    later), a sequence gap of k means k - 1 samples lost, exactly, and the camera's period is
-    the stamp gap over k. Otherwise the period comes from camera_info stamps when they arrive
-    (small messages in a depth-10 queue), else from the shortest recent image gaps (10th
-    percentile), and a stamp gap of k periods means k - 1 frames lost. Stamps that repeat or go
-    back (a looping bag, a restarted
-    camera) and gaps over MAX_LOSS_GAP_S (a paused camera) restart the count; they are not
-    losses. Not thread-safe: the executor thread calls it.
-    """
-
-    def __init__(self, history: int = 64) -> None:
-        self._last_seq: Dict[str, Tuple[int, float]] = {}  # publisher -> (sequence number, stamp)
-        self._image_gaps: Deque[float] = deque(maxlen=history)
-        # camera period samples: camera_info stamp gaps, or stamp gap / sequence gap
-        self._periods: Deque[float] = deque(maxlen=history)
-        self._last_image: Optional[float] = None
-        self._last_info: Optional[float] = None
-
-    @staticmethod
-    def _gap(last: Optional[float], stamp: float, gaps: Deque[float]) -> Optional[float]:
-        if last is None or stamp <= last or stamp - last > MAX_LOSS_GAP_S:
-            return None
-        gaps.append(stamp - last)
-        return stamp - last
-
-    def camera_info(self, stamp: float) -> None:
-        """Record a camera_info header stamp (seconds)."""
-        if stamp > 0:
-            self._gap(self._last_info, stamp, self._periods)
-            self._last_info = stamp
-
-    def period(self) -> Optional[float]:
-        """Return the camera's frame period in seconds, or None until it is known."""
-        gaps = self._periods if len(self._periods) >= 3 else self._image_gaps
-        if len(gaps) < 3:
-            return None
-        period = float(np.percentile(np.asarray(gaps), 10 if gaps is self._image_gaps else 50))
-        return period if period >= MIN_PERIOD_S else None
-
-    def image(self, stamp: float, seq: Optional[int] = None, publisher: str = "") -> int:
-        """Record an image; return the frames lost just before it.
-
-        ``stamp``: header stamp in seconds. ``seq``: the publisher's sequence number of the
-        sample where the middleware reports it (rclpy message info; 0 or None: unknown). A
-        sequence gap is exact and is used when there is one; otherwise the stamp gap against the
-        camera's period.
-        """
-        if seq:
-            last = self._last_seq.get(publisher)
-            self._last_seq[publisher] = (seq, stamp)
-            if last is not None and seq > last[0]:
-                skipped = seq - last[0]
-                if stamp > last[1] and stamp - last[1] <= MAX_LOSS_GAP_S:
-                    self._periods.append((stamp - last[1]) / skipped)
-                self._last_image = stamp
-                return skipped - 1
-        if stamp <= 0:
-            return 0
-        gap = self._gap(self._last_image, stamp, self._image_gaps)
-        self._last_image = stamp
-        period = self.period()
-        if gap is None or not period or period < MIN_PERIOD_S or gap <= GAP_FACTOR * period:
-            return 0
-        return max(int(round(gap / period)) - 1, 0)
-
-
 @dataclass
 class Window:
     """What happened in one diagnostics period (deltas) plus totals."""
@@ -128,7 +51,7 @@ class Window:
     latency_p50_ms: Optional[float]
     latency_p95_ms: Optional[float]
     last_error: str = ""
-    camera_hz: Optional[float] = None  # from the stamps (StampGapMeter.period)
+    camera_hz: Optional[float] = None  # from the stamps (loss_meter.LossMeter.period)
     # mean ms per frame of the node's own work outside the engine: "receive" (message -> numpy
     # view -> submit, executor thread) and "publish" (outputs -> messages -> DDS, worker thread);
     # "dds transfer" / "executor wait" of the input where the RMW stamps samples
@@ -240,9 +163,16 @@ def _fmt(v: Any) -> str:
 
 def build_status(name: str, hardware_id: str, w: Window, paused: bool, input_topic: str,
                  engine_stats: Dict[str, Any], model: str, inference_size: Union[Tuple[int, int], str],
-                 state: str = "active", managed: bool = False) -> DiagnosticStatus:
-    """One camera's DiagnosticStatus: level and message from :func:`assess`, every counter."""
+                 state: str = "active", managed: bool = False, transport_hint: str = "") -> DiagnosticStatus:
+    """One camera's DiagnosticStatus: level and message from :func:`assess`, every counter.
+
+    ``transport_hint``: the middleware setting that large best-effort frames need, when it is
+    missing (:mod:`pspnet_ros.ros.transport_hint`); it is shown as ``transport`` and, while no
+    frame arrives, turns the WARN message into that advice.
+    """
     level, message = assess(w, paused, input_topic)
+    if transport_hint and not paused and w.delta["received"] == 0:
+        level, message = WARN, f"no frames on {input_topic}: {transport_hint}"
     values: List[Tuple[str, Any]] = [
         ("lifecycle state", state),
         ("managed", managed),
@@ -283,6 +213,8 @@ def build_status(name: str, hardware_id: str, w: Window, paused: bool, input_top
         ("inference size", inference_size if isinstance(inference_size, str)
          else f"{inference_size[0]}x{inference_size[1]}"),
     ]
+    if transport_hint:
+        values.append(("transport", transport_hint))
     if w.last_error:
         values.append(("last error", w.last_error))
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,

@@ -140,6 +140,8 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
         """Subscribe every camera: frames flow."""
         for cam in self._cameras:
             self._publish_class_info(cam)
+            # Frames published while inactive were never meant for the node: not losses.
+            cam.loss.reset()
             self._create_subscriptions(cam)
         if self._forced is None:
             self._qos_timer = self.create_timer(QOS_CHECK_PERIOD_S, self._check_qos, clock=self._steady)
@@ -273,7 +275,8 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
             array.status.append(diagnostics.build_status(
                 label, f"{self._model_name}@{stats.get('device', '?')}", window, not self._enabled,
                 cam.input_topic, {**stats, **({"stages_ms": source["stages_ms"]} if "stages_ms" in source else {})},
-                self._model_name, self._size_text(), self._state, self.MANAGED))
+                self._model_name, self._size_text(), self._state, self.MANAGED,
+                transport_hint=cam.transport_hint))
             lines.append(diagnostics.log_line(cam.input_topic, window))
         self._publish_with_entities(array)
         self.get_logger().info(" | ".join(lines), throttle_duration_sec=max(10.0, self.params.diagnostics_period))

@@ -18,7 +18,7 @@ from typing import Any, Callable, List, Optional
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
-from . import heap, middleware
+from . import heap, middleware, shutdown
 
 NODE_NAME = "segmentation_node"
 EXIT_STARTUP = 2
@@ -106,17 +106,24 @@ def run(make_node: Callable[[], Any], argv: Optional[List[str]] = None) -> int:
         return EXIT_STARTUP
     except FatalDeviceError:
         return EXIT_FATAL  # already logged and published by the node
-    except Exception as exc:  # noqa: BLE001 - only errors raised by the shutdown itself end here quietly
-        if rclpy.ok():
-            raise  # the node is not stopping: a real error, with its traceback
+    except Exception as exc:  # noqa: BLE001 - only the executor noticing the shutdown ends here quietly
+        if not shutdown.is_shutdown_race(exc, rclpy.ok()):
+            # A bug, also when it coincides with SIGINT: its traceback, and a non-zero exit.
+            rclpy.logging.get_logger(NODE_NAME).error(
+                f"stopping on an unexpected error{'' if rclpy.ok() else ' during shutdown'}:\n"
+                + shutdown.describe(exc))
+            return 1
         # SIGINT/SIGTERM shut the context down between the executor's wait and its take of a
         # message (seen: rclpy's take_message raising RuntimeError). The node was stopping anyway.
         rclpy.logging.get_logger(NODE_NAME).info(
             f"stopped; the shutdown interrupted the executor ({type(exc).__name__}: {exc})")
     finally:
+        # A repeated Ctrl-C (terminal and launch both signal the node) must not break teardown.
+        shutdown.StopSignals.install()
         if node is not None:
             node.close()
         rclpy.try_shutdown()
+        shutdown.StopSignals.install()  # rclpy's shutdown restores the handlers it replaced at init
         # All that is left is interpreter teardown, whose final garbage collections walk every
         # object torch created: 2.5-3.5 s after SIGINT/SIGTERM on a busy 2-core CPU, 0.6-0.8 s
         # with the heap frozen (nothing needs collecting any more). Keeps exit within 2 s.

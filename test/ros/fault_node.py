@@ -11,7 +11,8 @@ real error paths run. ``--slow-callback-ms`` makes every image callback that lon
 busy with other work), so a camera faster than that loses frames in the keep-last-1 input queue.
 ``--fail-spin after-shutdown|running`` spins one second, then raises RuntimeError from the spin
 (as rclpy's take_message can when SIGINT shuts the context down between the executor's wait and
-its take), after shutting the context down or with it still running.
+its take), after shutting the context down or with it still running; ``after-shutdown-other``
+raises another error (a ValueError: a teardown bug) after shutting the context down.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def main() -> int:
     parser.add_argument("--fail-frame-id", default=None)
     parser.add_argument("--slow-callback-ms", type=float, default=0.0,
                         help="each submit sleeps this long in the image callback (a busy executor)")
-    parser.add_argument("--fail-spin", choices=("after-shutdown", "running"), default=None)
+    parser.add_argument("--fail-spin", choices=("after-shutdown", "running", "after-shutdown-other"),
+                        default=None)
     args, ros_args = parser.parse_known_args(sys.argv[1:])
     if args.fail_spin:
         import time
@@ -40,8 +42,10 @@ def main() -> int:
             deadline = time.monotonic() + 1.0
             while time.monotonic() < deadline:
                 rclpy.spin_once(n, timeout_sec=0.1)
-            if args.fail_spin == "after-shutdown":
+            if args.fail_spin.startswith("after-shutdown"):
                 rclpy.try_shutdown()
+            if args.fail_spin == "after-shutdown-other":  # a teardown bug that coincides with SIGINT
+                raise ValueError("simulated teardown bug")
             raise RuntimeError("simulated: Unable to convert call argument '0' to Python object")
 
         rclpy.spin = failing_spin

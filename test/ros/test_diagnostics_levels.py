@@ -54,3 +54,21 @@ def test_status_carries_the_documented_keys():
                 "latency p50 (ms)", "latency p95 (ms)", "stage forward (ms)", "device", "gpu memory (MB)",
                 "model", "inference size"):
         assert key in keys
+
+
+def test_a_missing_transport_setting_is_named_in_the_status():
+    """Best effort on a transport that loses large frames: /diagnostics names the setting."""
+    from pspnet_ros.ros.transport_hint import LARGE_FRAMES_SETTING, large_best_effort_hint
+
+    hint = large_best_effort_hint("rmw_fastrtps_cpp", {}, (2, 14, 5))
+    args = ("node", "hw")
+    rest = ("/image", {}, "m", (96, 320))
+    status = D.build_status(*args, window(received=0), False, *rest, transport_hint=hint)
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == D.WARN and LARGE_FRAMES_SETTING in status.message
+    assert values["transport"] == hint
+    # frames arrive: the usual message, the advice stays in the values
+    status = D.build_status(*args, window(received=10, processed=10), False, *rest, transport_hint=hint)
+    assert status.level == D.OK and {kv.key for kv in status.values} >= {"transport"}
+    status = D.build_status(*args, window(received=10, processed=10), False, *rest)
+    assert "transport" not in {kv.key for kv in status.values}

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,37 @@ def test_replay_compressed_sqlite3_with_remap_and_loop(tmp_path, client):
     assert bytes(images.messages[1].data) == jpegs[1].read_bytes()
     assert images.messages[0].format == "rgb8; jpeg compressed bgr8"
     assert len(infos.messages) >= 4
+
+
+@pytest.mark.parametrize("sigs", [[signal.SIGINT], [signal.SIGTERM], [signal.SIGINT, signal.SIGINT]],
+                         ids=["SIGINT", "SIGTERM", "SIGINT_twice"])
+def test_replay_stops_promptly_and_cleanly_on_a_signal(raw_bag, client, sigs):
+    """Ctrl-C (or a supervisor's SIGTERM) while frames go out: exit 0 within 5 s, no traceback.
+
+    rclpy's own signal handlers shut the context down mid-publish ("publisher's context is
+    invalid", exit 1) on Jazzy and Kilted alike; the replay handles the signals itself. Ctrl-C
+    on ``ros2 launch`` delivers SIGINT twice (terminal group, then launch): no traceback either.
+    """
+    from sensor_msgs.msg import Image
+
+    images, _ = client.collect(Image, "/camera/image_raw", reliable_qos(50))
+    proc = replay(raw_bag, "--loop", "--rate", "20", "--wait-for-subscribers", "30")
+    try:
+        client.wait_until(lambda: len(images.messages) >= 20, 60, "20 looped images")
+    finally:
+        for k, sig in enumerate(sigs):
+            if k:
+                time.sleep(0.02)
+            proc.send_signal(sig)
+        try:
+            out, _ = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            pytest.fail("replay did not stop within 5 s:\n" + out)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out, out
+    assert "published: /camera/camera_info" in out, out
 
 
 def test_replay_refuses_what_it_cannot_play(tmp_path, raw_bag):

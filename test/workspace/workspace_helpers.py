@@ -19,8 +19,6 @@ import zlib
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from pspnet_ros.tools.ros.node_process import interrupt
-
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 TOOLS = ("colcon", "ros2")
@@ -108,18 +106,24 @@ class Workspace:
             time.sleep(1.0)
 
     def start(self, command: str, log_name: str) -> "Background":
-        """Start a long-running command (``ros2 launch``, ``ros2 run``) as its own process."""
+        """Start a long-running command (``ros2 launch``, ``ros2 run``) in its own process group.
+
+        Its own group, as a shell gives a foreground job, so that :meth:`Background.stop` can
+        send SIGINT the way Ctrl-C does: to the whole group. Jazzy's ``ros2 run`` (ros2cli
+        0.32) does not forward a SIGINT sent to its own pid to the executable it started (it
+        relies on the terminal signalling the group; Kilted's forwards it).
+        """
         log_path = self.root / f"{log_name}.log"
         log = open(log_path, "w")
         proc = subprocess.Popen(self._bash(command, exec_=True), cwd=self.root, env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self._procs.append(proc)
         return Background(proc, log, log_path)
 
     def stop_all(self) -> None:
         for proc in self._procs:
+            _kill_group(proc)
             if proc.poll() is None:
-                proc.kill()
                 proc.wait()
 
 
@@ -146,11 +150,51 @@ class Background:
         raise AssertionError(f"no line matching {pattern!r} (exit code {self.proc.poll()}):\n" + self.output())
 
     def stop(self, timeout: float = 20.0) -> int:
-        """SIGINT (what Ctrl-C sends) and wait; the exit code."""
-        if self.proc.poll() is None and not interrupt(self.proc, timeout)[0]:
-            raise AssertionError(f"did not stop within {timeout} s of SIGINT:\n" + self.output())
-        self._log.close()
+        """SIGINT to the process group (what Ctrl-C does) and wait; the exit code.
+
+        Whatever of the group is left afterwards (a child that ignored it) is killed, and the
+        test fails.
+        """
+        try:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGINT)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"did not stop within {timeout} s of SIGINT:\n" + self.output()) from None
+            if _group_alive(self.proc.pid):
+                raise AssertionError("a process of the group outlived it after SIGINT:\n" + self.output())
+        finally:
+            _kill_group(self.proc)
+            self._log.close()
         return self.proc.returncode
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process of group ``pgid`` is left after 2 s."""
+    deadline = time.monotonic() + 2.0
+    while True:
+        alive = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive = True
+                break
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.poll() is None:
+        proc.wait()
 
 
 def build_workspace(root: Path, domain: int) -> Workspace:

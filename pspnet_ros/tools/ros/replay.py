@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 import threading
 import time
@@ -246,13 +247,18 @@ class Replayer:
         return sent
 
     def run(self) -> int:
-        """Play the bag (forever with ``loop``); returns the number of messages published."""
+        """Play the bag (forever with ``loop``); returns the number of messages published.
+
+        After the last message it waits for reliable subscribers' acknowledgements; after
+        ``stop()`` (Ctrl-C) it does not: stopping is prompt.
+        """
         total = 0
         while not self._stop.is_set():
             total += self.play_once()
             if not self.loop:
                 break
-        self.wait_for_acks()
+        if not self._stop.is_set():
+            self.wait_for_acks()
         return total
 
     def wait_for_acks(self, timeout: float = 5.0) -> None:
@@ -317,16 +323,51 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StopOnSignal:
+    """SIGINT/SIGTERM stop the replay between two messages (within one message's time).
+
+    rclpy's own handlers (rclpy 7.1 on Jazzy, 9.x on Kilted alike) shut the context down the
+    moment the signal arrives, so the publish in progress, or the next one, fails with
+    "publisher's context is invalid" (a traceback and exit 1), and a replay blocked outside
+    Python never sees a KeyboardInterrupt. The replay installs these instead: the context stays
+    valid until the loop has ended, and the process exits 0.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.replayer: Optional[Replayer] = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers belong to the main thread (an embedding caller's)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        # Ctrl-C on `ros2 launch` arrives twice (the terminal signals the group, launch forwards
+        # it): from now on both signals are ignored (stopping takes one message), also while the
+        # interpreter exits (it resets Python-handled signals to their default action: -2).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        self.event.set()
+        LOGGER.info("%s: stopping", signal.Signals(signum).name)
+        if self.replayer is not None:
+            self.replayer.stop()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     ours, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
     args = get_args_parser().parse_args(ours)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")
-    rclpy.init(args=["replay"] + ros_args)
+    stopper = _StopOnSignal()
+    stopper.install()
+    rclpy.init(args=["replay"] + ros_args, signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("pspnet_replay")
     replayer = None
     try:
@@ -334,6 +375,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                             rate=args.rate, loop=args.loop, clock_hz=args.clock,
                             remap=parse_remaps(args.remap), reliability=args.qos,
                             depth=args.qos_depth)
+        stopper.replayer = replayer
+        if stopper.event.is_set():
+            replayer.stop()
         LOGGER.info("replaying %s (%.2f s, rate x%g%s%s): %s", args.bag,
                     (replayer.end_ns - replayer.start_ns) / 1e9, args.rate,
                     ", loop" if args.loop else "", ", /clock" if args.clock else "",
@@ -344,7 +388,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.wait_for_subscribers > 0:
             replayer.wait_for_subscribers(args.wait_for_subscribers)
         if args.delay > 0:
-            time.sleep(args.delay)
+            stopper.event.wait(args.delay)
         replayer.run()
     except (ReplayError, messages.BagError) as exc:
         LOGGER.error("%s", exc)
@@ -357,7 +401,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                    sorted(replayer.counts.items())) or "nothing")
         node.destroy_node()
         if rclpy.ok():
-            rclpy.try_shutdown()
+            # uninstall_handlers=False: with SignalHandlerOptions.NO, Jazzy's rclpy would still
+            # "restore" SIGINT to the default action, and a late second Ctrl-C killed it (-2).
+            rclpy.shutdown(uninstall_handlers=False)
+        # Ours stay until the process ends (after a signal: SIG_IGN).
     return 0
 
 
