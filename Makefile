@@ -88,13 +88,13 @@ test-jazzy: setup-jazzy
 	$(JAZZY_PY) -m pytest $(JAZZY_LAYERS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
-demo: setup
+demo: $(STAMP)
 	$(PY) -m pspnet_ros.tools.demo
 
-bench: setup
+bench: $(STAMP)
 	$(PY) -m pspnet_ros.tools.cli bench
 
-gpu-check: setup
+gpu-check: $(STAMP)
 	bash benchmarks/gpu_check.sh
 
 clean-demo:
