@@ -92,7 +92,8 @@ def test_record_extract_label_finetune_evaluate_load(tmp_path, capsys):
     # Quantize: calibrated on the folder's train frames, checked on its val frames.
     assert pspnet(["quantize", "--checkpoint", str(best), "--dataset", "folder", "--root", str(root),
                    "--calib-frames", "2", "--threads", "1"]) in (0, 1)  # 1: accuracy not within tolerance
-    assert "folder val (2 frames, ONNX Runtime)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "folder val (2 frames" in out and "ONNX Runtime: miou" in out  # checked on every INT8 backend
     assert (tmp_path / "run" / "best.int8.onnx").is_file()
     # The node's engine loads it (checkpoint:= on the node) and labels a frame with the new classes.
     from pspnet_ros.inference import Segmenter
