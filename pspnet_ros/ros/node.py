@@ -290,7 +290,13 @@ class _SegmentationCore(CameraInputs, OutputPublishing):
         timers = KeyValue(key="timers", value=str(len(list(self.timers))))
         for status in array.status:
             status.values.append(timers)
-        self._diag_pub.publish(array)
+        try:
+            self._diag_pub.publish(array)
+        except Exception:  # noqa: BLE001 - re-raised unless the context is already down
+            # SIGINT shut the context down while this timer callback ran (seen on Jazzy's rclpy
+            # 7.1: "publisher's context is invalid"): nobody is left to publish to.
+            if self.context.ok():
+                raise
 
     def _set_diagnostics_period(self, period: float) -> None:
         """Publish /diagnostics every ``period`` seconds from now on."""

@@ -32,14 +32,14 @@ def test_profile_bounds_reader_memory_and_keeps_rmw_writer_defaults():
 
 
 def test_configure_sets_the_profile_before_init(tmp_path):
-    env = {}
+    env = {"ROS_DISTRO": "kilted"}
     settings = middleware.configure_fastdds(env, directory=tmp_path)
     # Fast DDS applies a memory policy from XML only when rmw_fastrtps is told to use XML QoS.
     assert env["RMW_FASTRTPS_USE_QOS_FROM_XML"] == "1"
     path = tmp_path / env["FASTDDS_DEFAULT_PROFILES_FILE"].rsplit("/", 1)[-1]
     assert path.read_text() == middleware.PROFILE
-    assert settings == env
-    again = {}
+    assert settings == {k: v for k, v in env.items() if k != "ROS_DISTRO"}
+    again = {"ROS_DISTRO": "kilted"}
     assert middleware.configure_fastdds(again, directory=tmp_path) == settings  # same file, rewritten only if changed
 
 
@@ -51,6 +51,16 @@ def test_a_users_own_configuration_or_another_rmw_is_left_alone(tmp_path):
         before = dict(env)
         assert middleware.configure_fastdds(env, directory=tmp_path) == {}
         assert env == before
-    env = {"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp"}
+    env = {"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp", "ROS_DISTRO": "kilted"}
     assert middleware.configure_fastdds(env, directory=tmp_path)["RMW_FASTRTPS_USE_QOS_FROM_XML"] == "1"
+
+
+def test_fast_dds_2_distros_keep_rmw_defaults(tmp_path):
+    """Humble/Iron/Jazzy (Fast DDS 2.x) keep rmw's defaults.
+
+    With XML QoS their service replies failed (Jazzy's lifecycle change_state).
+    """
+    for distro in ("humble", "jazzy"):
+        env = {"ROS_DISTRO": distro}
+        assert middleware.configure_fastdds(env, directory=tmp_path) == {} and env == {"ROS_DISTRO": distro}
 
