@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shlex
 import sys
 import threading
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from ..inference.int8_check import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +137,7 @@ def device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return cpu_model()
 
 
 def percentiles(values: List[float]) -> Dict[str, Optional[float]]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
 
-launch = pytest.importorskip("launch", reason="launch is not installed (make setup installs it)")
 from launch import LaunchContext  # noqa: E402
 from launch.actions import LogInfo, OpaqueFunction, RegisterEventHandler, TimerAction  # noqa: E402
 from launch.events.process import ProcessExited  # noqa: E402
