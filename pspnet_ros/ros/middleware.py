@@ -1,20 +1,32 @@
-"""Fast DDS settings for the node's process: readers free each sample's buffer when done with it.
+"""Fast DDS settings for the node's process: readers and writers free each sample's buffer.
 
-Why (issue 24): rmw_fastrtps gives every reader the PREALLOCATED_WITH_REALLOC history memory
-policy. Its payload pool never gives a buffer back: each buffer grows to the largest sample it
-has held and is kept for reuse, and large (fragmented) samples that arrive while the executor
-is busy need more buffers at once. Frames of many sizes, as a broken driver or a hostile
-publisher sends them, then ratchet the pool up: measured with heaptrack, +84 MB between 500 and
-4,000 mutated images, all in ``TopicPayloadPool::do_get_payload`` called from
-``StatefulReader::process_data_frag_msg``; the node's RSS grew ~25-45 MB per 1,000 mutants
-and kept growing (+363 MB after 14,000). With DYNAMIC readers (a buffer per sample, freed when
-the sample is taken or replaced) the pool holds only the samples in flight and RSS stays flat.
+Why (issue 24): rmw_fastrtps gives every reader and writer the PREALLOCATED_WITH_REALLOC
+history memory policy. Its payload pool never gives a buffer back: each buffer grows to the
+largest sample it has held and is kept for reuse. Frames of many sizes, as a broken driver or a
+hostile publisher sends them, then ratchet the pools up:
 
-Only the reader policy changes; writers keep what rmw_fastrtps sets (synchronous publication,
-PREALLOCATED_WITH_REALLOC). Fast DDS applies a memory policy from XML only with
-``RMW_FASTRTPS_USE_QOS_FROM_XML=1``; QoS the node sets in code (reliability, depth, durability)
-still win over the profile. A user's own Fast DDS configuration (any of the variables in
-USER_SETTINGS) or another RMW is left alone.
+- readers (the camera input): heaptrack put +84 MB between 500 and 4,000 mutated images in
+  ``TopicPayloadPool::do_get_payload`` called from ``StatefulReader::process_data_frag_msg``;
+  the node's RSS grew 25-45 MB per 1,000 mutants and kept growing (+363 MB after 14,000);
+- writers (the outputs, one per topic, each frame answered at its own size): with DYNAMIC
+  readers, 40,000 mutated CompressedImages still grew RSS by +25 MB (+2.05 %) in steps as one
+  pool buffer after another met a large frame. heaptrack saw no live allocation left behind
+  (18.7 KB over the run) and ``malloc_trim`` gave nothing back; ``strace -k`` put the largest
+  mapping still held in ``TopicPayloadPool::do_get_payload`` via ``DataWriterImpl::write``.
+
+With DYNAMIC readers and writers (a buffer per sample, freed when the sample is taken or leaves
+the history) the pools hold only the samples in flight: the same 40,000 mutants gave +0.9 MB
+(+0.08 %). The price is an allocation per published sample, small next to inference.
+
+Only the memory policies change. With ``RMW_FASTRTPS_USE_QOS_FROM_XML=1`` rmw_fastrtps leaves
+every endpoint (services included) and the participant to Fast DDS' defaults plus the XML, so the
+profile restates what rmw_fastrtps itself sets otherwise (rmw_fastrtps_cpp publisher.cpp,
+subscription.cpp, rmw_service.cpp, rmw_client.cpp and participant.cpp, Humble to Rolling): data
+sharing off on every reader and writer, writers publishing in the mode
+``RMW_FASTRTPS_PUBLICATION_MODE`` names (SYNCHRONOUS when unset), and the participant's built-in
+(discovery) histories PREALLOCATED_WITH_REALLOC. QoS the node sets in code (reliability, depth,
+durability) still win over the profile. A user's own Fast DDS configuration (any of the
+variables in USER_SETTINGS) or another RMW is left alone.
 
 ROS-free: this runs before ``rclpy.init`` (the participant reads the profile when it is created).
 """
@@ -26,24 +38,59 @@ import tempfile
 from pathlib import Path
 from typing import Dict, MutableMapping, Optional
 
-PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<!-- pspnet_ros segmentation node (pspnet_ros/ros/middleware.py): readers free sample buffers. -->
+_PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
+<!-- pspnet_ros segmentation node (pspnet_ros/ros/middleware.py): readers and writers free sample buffers;
+     everything else as rmw_fastrtps sets it without XML QoS. -->
 <dds xmlns="http://www.eprosima.com">
   <profiles>
+    <participant profile_name="pspnet_ros_participant" is_default_profile="true">
+      <rtps>
+        <builtin>
+          <readerHistoryMemoryPolicy>PREALLOCATED_WITH_REALLOC</readerHistoryMemoryPolicy>
+          <writerHistoryMemoryPolicy>PREALLOCATED_WITH_REALLOC</writerHistoryMemoryPolicy>
+        </builtin>
+      </rtps>
+    </participant>
     <data_reader profile_name="pspnet_ros_reader" is_default_profile="true">
+      <qos>
+        <data_sharing>
+          <kind>OFF</kind>
+        </data_sharing>
+      </qos>
       <historyMemoryPolicy>DYNAMIC</historyMemoryPolicy>
     </data_reader>
     <data_writer profile_name="pspnet_ros_writer" is_default_profile="true">
       <qos>
-        <publishMode>
-          <kind>SYNCHRONOUS</kind>
-        </publishMode>
+{publish_mode}        <data_sharing>
+          <kind>OFF</kind>
+        </data_sharing>
       </qos>
-      <historyMemoryPolicy>PREALLOCATED_WITH_REALLOC</historyMemoryPolicy>
+      <historyMemoryPolicy>DYNAMIC</historyMemoryPolicy>
     </data_writer>
   </profiles>
 </dds>
 """
+_PUBLISH_MODE = """        <publishMode>
+          <kind>{kind}</kind>
+        </publishMode>
+"""
+PUBLICATION_MODES = ("SYNCHRONOUS", "ASYNCHRONOUS", "AUTO")
+
+
+def publication_mode(environ: MutableMapping[str, str]) -> str:
+    """The writers' publish mode as rmw_fastrtps reads it: RMW_FASTRTPS_PUBLICATION_MODE, else SYNCHRONOUS."""
+    mode = environ.get("RMW_FASTRTPS_PUBLICATION_MODE", "").strip()
+    return mode if mode in PUBLICATION_MODES else "SYNCHRONOUS"
+
+
+def profile_xml(mode: str = "SYNCHRONOUS") -> str:
+    """The node's Fast DDS profile; ``mode`` AUTO leaves the publish mode to Fast DDS, as rmw does."""
+    if mode not in PUBLICATION_MODES:
+        raise ValueError(f"publication mode {mode!r} is not one of {PUBLICATION_MODES}")
+    return _PROFILE.replace("{publish_mode}", "" if mode == "AUTO" else _PUBLISH_MODE.format(kind=mode))
+
+
+PROFILE = profile_xml()
 # Set by a user who configures Fast DDS: then theirs applies, not ours.
 USER_SETTINGS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE",
                  "RMW_FASTRTPS_USE_QOS_FROM_XML")
@@ -89,17 +136,19 @@ def fastdds_env(environ: MutableMapping[str, str], profile: Path) -> Dict[str, s
     return {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
 
 
-def profile_path(directory: Optional[Path] = None) -> Path:
-    """Write PROFILE (once per content and user) and return its path."""
+def profile_path(directory: Optional[Path] = None, mode: str = "SYNCHRONOUS") -> Path:
+    """Write the profile for publish ``mode`` (once per content and user) and return its path."""
+    text = profile_xml(mode)
     directory = Path(directory or tempfile.gettempdir())
-    path = directory / f"pspnet_ros_fastdds_{os.getuid() if hasattr(os, 'getuid') else 0}.xml"
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    path = directory / f"pspnet_ros_fastdds_{uid}_{mode.lower()}.xml"
     try:
-        if path.read_text() == PROFILE:
+        if path.read_text() == text:
             return path
     except OSError:
         pass
     tmp = directory / f".{path.name}.{os.getpid()}"
-    tmp.write_text(PROFILE)
+    tmp.write_text(text)
     os.replace(tmp, path)  # atomic: another node starting now reads the old or the new file, whole
     return path
 
@@ -110,7 +159,7 @@ def configure_fastdds(environ: MutableMapping[str, str] = os.environ,
     if not uses_fastdds(environ) or any(environ.get(k) for k in USER_SETTINGS) or fastdds2(environ):
         return {}
     try:
-        path = profile_path(directory)
+        path = profile_path(directory, publication_mode(environ))
     except OSError:  # no writable temp dir: run with rmw's defaults rather than not at all
         return {}
     settings = fastdds_env(environ, path)

@@ -8,6 +8,9 @@ largest size it ever held, and frames of changing sizes grow the node's memory w
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
 
 from pspnet_ros.ros import middleware
 
@@ -20,15 +23,42 @@ def _default(root: ET.Element, tag: str) -> ET.Element:
     return found[0]
 
 
-def test_profile_bounds_reader_memory_and_keeps_rmw_writer_defaults():
+def test_profile_bounds_reader_and_writer_memory():
     root = ET.fromstring(middleware.PROFILE)
-    reader = _default(root, "data_reader")
-    # DYNAMIC: one buffer per sample, freed when the sample is taken or replaced, so a reader
-    # holds only the samples in flight (not a pool of buffers grown to the largest frame).
-    assert reader.find("d:historyMemoryPolicy", NS).text == "DYNAMIC"
-    writer = _default(root, "data_writer")
-    assert writer.find("d:historyMemoryPolicy", NS).text == "PREALLOCATED_WITH_REALLOC"
-    assert writer.find("d:qos/d:publishMode/d:kind", NS).text == "SYNCHRONOUS"
+    # DYNAMIC: one buffer per sample, freed when the sample is taken (reader) or leaves the
+    # history (writer), so an endpoint holds only the samples in flight, not a pool of buffers
+    # each grown to the largest frame it ever carried. Readers: the camera input. Writers: the
+    # outputs, which have the size of each frame the node answers.
+    for tag in ("data_reader", "data_writer"):
+        assert _default(root, tag).find("d:historyMemoryPolicy", NS).text == "DYNAMIC", tag
+    assert _default(root, "data_writer").find("d:qos/d:publishMode/d:kind", NS).text == "SYNCHRONOUS"
+
+
+def test_profile_restates_what_rmw_sets_without_xml_qos():
+    """With RMW_FASTRTPS_USE_QOS_FROM_XML=1 rmw_fastrtps sets nothing itself, services included.
+
+    What it sets otherwise (rmw_fastrtps_cpp, Humble to Rolling) must be in the profile: data
+    sharing off on every reader and writer (left at AUTO, Jazzy's lifecycle change_state replies
+    failed after a few transitions) and the built-in discovery histories growable.
+    """
+    root = ET.fromstring(middleware.PROFILE)
+    for tag in ("data_reader", "data_writer"):
+        assert _default(root, tag).find("d:qos/d:data_sharing/d:kind", NS).text == "OFF", tag
+    builtin = _default(root, "participant").find("d:rtps/d:builtin", NS)
+    assert builtin.find("d:readerHistoryMemoryPolicy", NS).text == "PREALLOCATED_WITH_REALLOC"
+    assert builtin.find("d:writerHistoryMemoryPolicy", NS).text == "PREALLOCATED_WITH_REALLOC"
+
+
+def test_publication_mode_follows_rmw_fastrtps_variable(tmp_path):
+    for value, kind in (("", "SYNCHRONOUS"), ("ASYNCHRONOUS", "ASYNCHRONOUS"), ("SYNCHRONOUS", "SYNCHRONOUS"),
+                        ("nonsense", "SYNCHRONOUS"), ("AUTO", None)):
+        env = {"ROS_DISTRO": "kilted", **({"RMW_FASTRTPS_PUBLICATION_MODE": value} if value else {})}
+        middleware.configure_fastdds(env, directory=tmp_path)
+        root = ET.fromstring(Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text())
+        found = _default(root, "data_writer").find("d:qos/d:publishMode/d:kind", NS)
+        assert (found.text if found is not None else None) == kind, value
+    with pytest.raises(ValueError, match="publication mode"):
+        middleware.profile_xml("FAST")
 
 
 def test_configure_sets_the_profile_before_init(tmp_path):
@@ -36,8 +66,8 @@ def test_configure_sets_the_profile_before_init(tmp_path):
     settings = middleware.configure_fastdds(env, directory=tmp_path)
     # Fast DDS applies a memory policy from XML only when rmw_fastrtps is told to use XML QoS.
     assert env["RMW_FASTRTPS_USE_QOS_FROM_XML"] == "1"
-    path = tmp_path / env["FASTDDS_DEFAULT_PROFILES_FILE"].rsplit("/", 1)[-1]
-    assert path.read_text() == middleware.PROFILE
+    path = Path(env["FASTDDS_DEFAULT_PROFILES_FILE"])
+    assert path.parent == tmp_path and path.read_text() == middleware.PROFILE
     assert settings == {k: v for k, v in env.items() if k != "ROS_DISTRO"}
     again = {"ROS_DISTRO": "kilted"}
     assert middleware.configure_fastdds(again, directory=tmp_path) == settings  # same file, rewritten only if changed
@@ -63,4 +93,3 @@ def test_fast_dds_2_distros_keep_rmw_defaults(tmp_path):
     for distro in ("humble", "jazzy"):
         env = {"ROS_DISTRO": distro}
         assert middleware.configure_fastdds(env, directory=tmp_path) == {} and env == {"ROS_DISTRO": distro}
-
