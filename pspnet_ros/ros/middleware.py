@@ -78,13 +78,13 @@ PUBLICATION_MODES = ("SYNCHRONOUS", "ASYNCHRONOUS", "AUTO")
 
 
 def publication_mode(environ: MutableMapping[str, str]) -> str:
-    """The writers' publish mode as rmw_fastrtps reads it: RMW_FASTRTPS_PUBLICATION_MODE, else SYNCHRONOUS."""
+    """Return the writers' publish mode as rmw_fastrtps reads it (RMW_FASTRTPS_PUBLICATION_MODE, else SYNCHRONOUS)."""
     mode = environ.get("RMW_FASTRTPS_PUBLICATION_MODE", "").strip()
     return mode if mode in PUBLICATION_MODES else "SYNCHRONOUS"
 
 
 def profile_xml(mode: str = "SYNCHRONOUS") -> str:
-    """The node's Fast DDS profile; ``mode`` AUTO leaves the publish mode to Fast DDS, as rmw does."""
+    """Return the node's Fast DDS profile; ``mode`` AUTO leaves the publish mode to Fast DDS, as rmw does."""
     if mode not in PUBLICATION_MODES:
         raise ValueError(f"publication mode {mode!r} is not one of {PUBLICATION_MODES}")
     return _PROFILE.replace("{publish_mode}", "" if mode == "AUTO" else _PUBLISH_MODE.format(kind=mode))
