@@ -96,30 +96,6 @@ USER_SETTINGS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FIL
                  "RMW_FASTRTPS_USE_QOS_FROM_XML")
 
 
-# Distros whose rmw_fastrtps is built on Fast DDS 2.x. There, with RMW_FASTRTPS_USE_QOS_FROM_XML=1
-# the XML profile also shapes the service endpoints, and the lifecycle node's change_state
-# replies failed after a few transitions on Jazzy (Fast DDS 2.14: "failed to send response:
-# cannot publish data"). The reader-memory fix is applied on Fast DDS 3 (Kilted and later) only,
-# where it was measured (issue 24).
-FASTDDS2_DISTROS = ("humble", "iron", "jazzy")
-
-
-def fastdds2(environ: MutableMapping[str, str]) -> bool:
-    """Return True on a distro whose Fast DDS is 2.x (ROS_DISTRO, else the installed rclpy wheel)."""
-    distro = environ.get("ROS_DISTRO", "").strip().lower()
-    if distro:
-        return distro in FASTDDS2_DISTROS
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in FASTDDS2_DISTROS:
-        try:
-            version(f"ros-{name}-rclpy")
-            return True
-        except PackageNotFoundError:
-            continue
-    return False
-
-
 def uses_fastdds(environ: MutableMapping[str, str]) -> bool:
     """Return True when the process will use rmw_fastrtps (the default RMW when none is named)."""
     rmw = environ.get("RMW_IMPLEMENTATION", "")
@@ -133,7 +109,10 @@ def fastdds_env(environ: MutableMapping[str, str], profile: Path) -> Dict[str, s
     """
     if not uses_fastdds(environ) or any(environ.get(k) for k in USER_SETTINGS):
         return {}
-    return {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
+    # Fast DDS 3 (Kilted and later) reads FASTDDS_DEFAULT_PROFILES_FILE, Fast DDS 2.x (Humble,
+    # Jazzy) only FASTRTPS_DEFAULT_PROFILES_FILE: both are set, each version reads its own.
+    return {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile), "FASTRTPS_DEFAULT_PROFILES_FILE": str(profile),
+            "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
 
 
 def profile_path(directory: Optional[Path] = None, mode: str = "SYNCHRONOUS") -> Path:
@@ -156,7 +135,7 @@ def profile_path(directory: Optional[Path] = None, mode: str = "SYNCHRONOUS") ->
 def configure_fastdds(environ: MutableMapping[str, str] = os.environ,
                       directory: Optional[Path] = None) -> Dict[str, str]:
     """Apply :func:`fastdds_env` to ``environ`` (call before rclpy.init); returns what was set."""
-    if not uses_fastdds(environ) or any(environ.get(k) for k in USER_SETTINGS) or fastdds2(environ):
+    if not uses_fastdds(environ) or any(environ.get(k) for k in USER_SETTINGS):
         return {}
     try:
         path = profile_path(directory, publication_mode(environ))

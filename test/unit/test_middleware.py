@@ -85,11 +85,15 @@ def test_a_users_own_configuration_or_another_rmw_is_left_alone(tmp_path):
     assert middleware.configure_fastdds(env, directory=tmp_path)["RMW_FASTRTPS_USE_QOS_FROM_XML"] == "1"
 
 
-def test_fast_dds_2_distros_keep_rmw_defaults(tmp_path):
-    """Humble/Iron/Jazzy (Fast DDS 2.x) keep rmw's defaults.
+def test_every_distro_gets_the_profile_under_both_variable_names(tmp_path):
+    """Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE, Fast DDS 3 (Kilted) FASTDDS_.
 
-    With XML QoS their service replies failed (Jazzy's lifecycle change_state).
+    Setting only the Fast DDS 3 name left Jazzy in XML-QoS mode with no XML at all (Fast DDS' bare
+    defaults): its lifecycle change_state replies failed on the third cleanup.
     """
-    for distro in ("humble", "jazzy"):
-        env = {"ROS_DISTRO": distro}
-        assert middleware.configure_fastdds(env, directory=tmp_path) == {} and env == {"ROS_DISTRO": distro}
+    for distro in ("humble", "jazzy", "kilted", ""):
+        env = {"ROS_DISTRO": distro} if distro else {}
+        settings = middleware.configure_fastdds(env, directory=tmp_path)
+        assert settings["RMW_FASTRTPS_USE_QOS_FROM_XML"] == "1"
+        assert settings["FASTRTPS_DEFAULT_PROFILES_FILE"] == settings["FASTDDS_DEFAULT_PROFILES_FILE"]
+        assert Path(settings["FASTRTPS_DEFAULT_PROFILES_FILE"]).read_text() == middleware.PROFILE
