@@ -1,32 +1,26 @@
-"""Fast DDS settings for the node's process: readers and writers free each sample's buffer.
+"""Fast DDS settings for the node's process: writers free each sample's buffer.
 
 Why (issue 24): rmw_fastrtps gives every reader and writer the PREALLOCATED_WITH_REALLOC
 history memory policy. Its payload pool never gives a buffer back: each buffer grows to the
-largest sample it has held and is kept for reuse. Frames of many sizes, as a broken driver or a
-hostile publisher sends them, then ratchet the pools up:
+largest sample it has held and is kept for reuse, and the pool keeps as many buffers as were
+ever in use at once. Frames of many sizes, as a broken driver or a hostile publisher sends
+them, ratchet the pools up.
 
-- readers (the camera input): heaptrack put +84 MB between 500 and 4,000 mutated images in
-  ``TopicPayloadPool::do_get_payload`` called from ``StatefulReader::process_data_frag_msg``;
-  the node's RSS grew 25-45 MB per 1,000 mutants and kept growing (+363 MB after 14,000);
-- writers (the outputs, one per topic, each frame answered at its own size): with DYNAMIC
-  readers, 40,000 mutated CompressedImages still grew RSS by +25 MB (+2.05 %) in steps as one
-  pool buffer after another met a large frame. heaptrack saw no live allocation left behind
-  (18.7 KB over the run) and ``malloc_trim`` gave nothing back; ``strace -k`` put the largest
-  mapping still held in ``TopicPayloadPool::do_get_payload`` via ``DataWriterImpl::write``.
-
-With DYNAMIC readers and writers (a buffer per sample, freed when the sample is taken or leaves
-the history) the pools hold only the samples in flight: the same 40,000 mutants gave +0.9 MB
-(+0.08 %). The price is an allocation per published sample, small next to inference.
-
-Only the memory policies change. With ``RMW_FASTRTPS_USE_QOS_FROM_XML=1`` rmw_fastrtps leaves
-every endpoint (services included) and the participant to Fast DDS' defaults plus the XML, so the
-profile restates what rmw_fastrtps itself sets otherwise (rmw_fastrtps_cpp publisher.cpp,
-subscription.cpp, rmw_service.cpp, rmw_client.cpp and participant.cpp, Humble to Rolling): data
-sharing off on every reader and writer, writers publishing in the mode
-``RMW_FASTRTPS_PUBLICATION_MODE`` names (SYNCHRONOUS when unset), and the participant's built-in
-(discovery) histories PREALLOCATED_WITH_REALLOC. QoS the node sets in code (reliability, depth,
-durability) still win over the profile. A user's own Fast DDS configuration (any of the
-variables in USER_SETTINGS) or another RMW is left alone.
+- Writers (the outputs, one per topic, each frame answered at its own size): 40,000 mutated
+  CompressedImages grew RSS by +25 MB (+2.05 %) in steps as one pool buffer after another met
+  a large frame. heaptrack saw no live allocation left behind (18.7 KB over the run),
+  ``malloc_trim`` gave nothing back, and ``strace -k`` put the largest mapping still held in
+  ``TopicPayloadPool::do_get_payload`` via ``DataWriterImpl::write``. With DYNAMIC writers (a
+  buffer per sample, freed when the sample leaves the history) the same run gave +0.9 MB
+  (+0.08 %), and the node's throughput at 200 Hz with every output on was unchanged.
+- Readers (the camera input): heaptrack put +84 MB between 500 and 4,000 mutated raw images in
+  ``TopicPayloadPool::do_get_payload`` called from ``StatefulReader::process_data_frag_msg``.
+  DYNAMIC readers stop that, but they collapse the node's throughput once frames come faster
+  than it answers (1242x375 rgb8, every output on, 2-core CPU: 3.0 fps at 60 Hz against 14.8
+  with rmw's policy, 0.3 against 5.7 at 100 Hz), and DYNAMIC_REUSABLE ratchets like rmw's
+  policy (+12 % over 30,000 raw mutants); a reader sample limit pushed back on the publisher
+  until its writes failed. Readers therefore keep rmw's policy: the input path's growth is not
+  fixed here (README, "Reliability: malformed input").
 
 ROS-free: this runs before ``rclpy.init`` (the participant reads the profile when it is created).
 """
@@ -39,7 +33,7 @@ from pathlib import Path
 from typing import Dict, MutableMapping, Optional
 
 _PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<!-- pspnet_ros segmentation node (pspnet_ros/ros/middleware.py): readers and writers free sample buffers;
+<!-- pspnet_ros segmentation node (pspnet_ros/ros/middleware.py): writers free sample buffers;
      everything else as rmw_fastrtps sets it without XML QoS. -->
 <dds xmlns="http://www.eprosima.com">
   <profiles>
@@ -57,7 +51,7 @@ _PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
           <kind>OFF</kind>
         </data_sharing>
       </qos>
-      <historyMemoryPolicy>DYNAMIC</historyMemoryPolicy>
+      <historyMemoryPolicy>PREALLOCATED_WITH_REALLOC</historyMemoryPolicy>
     </data_reader>
     <data_writer profile_name="pspnet_ros_writer" is_default_profile="true">
       <qos>
@@ -96,6 +90,26 @@ USER_SETTINGS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FIL
                  "RMW_FASTRTPS_USE_QOS_FROM_XML")
 
 
+# Distros whose rmw_fastrtps is built on Fast DDS 2.x.
+FASTDDS2_DISTROS = ("humble", "iron", "jazzy")
+
+
+def fastdds2(environ: MutableMapping[str, str]) -> bool:
+    """Return True on a distro whose Fast DDS is 2.x (ROS_DISTRO, else the installed rclpy wheel)."""
+    distro = environ.get("ROS_DISTRO", "").strip().lower()
+    if distro:
+        return distro in FASTDDS2_DISTROS
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in FASTDDS2_DISTROS:
+        try:
+            version(f"ros-{name}-rclpy")
+            return True
+        except PackageNotFoundError:
+            continue
+    return False
+
+
 def uses_fastdds(environ: MutableMapping[str, str]) -> bool:
     """Return True when the process will use rmw_fastrtps (the default RMW when none is named)."""
     rmw = environ.get("RMW_IMPLEMENTATION", "")
@@ -110,9 +124,11 @@ def fastdds_env(environ: MutableMapping[str, str], profile: Path) -> Dict[str, s
     if not uses_fastdds(environ) or any(environ.get(k) for k in USER_SETTINGS):
         return {}
     # Fast DDS 3 (Kilted and later) reads FASTDDS_DEFAULT_PROFILES_FILE, Fast DDS 2.x (Humble,
-    # Jazzy) only FASTRTPS_DEFAULT_PROFILES_FILE: both are set, each version reads its own.
-    return {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile), "FASTRTPS_DEFAULT_PROFILES_FILE": str(profile),
-            "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
+    # Jazzy) only FASTRTPS_DEFAULT_PROFILES_FILE (Kilted's rmw warns that name is deprecated).
+    # With XML QoS and no XML, every endpoint gets Fast DDS' bare defaults: on Jazzy the
+    # lifecycle change_state replies then failed on the third cleanup.
+    var = "FASTRTPS_DEFAULT_PROFILES_FILE" if fastdds2(environ) else "FASTDDS_DEFAULT_PROFILES_FILE"
+    return {var: str(profile), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
 
 
 def profile_path(directory: Optional[Path] = None, mode: str = "SYNCHRONOUS") -> Path:

@@ -1,8 +1,9 @@
-"""The node's Fast DDS profile (issue 24): input readers free each sample's buffer.
+"""The node's Fast DDS profile (issue 24): output writers free each sample's buffer.
 
-Without it, rmw_fastrtps' PREALLOCATED_WITH_REALLOC readers keep every payload buffer at the
-largest size it ever held, and frames of changing sizes grow the node's memory without bound
-(test/ros/test_fuzz.py measures that end to end).
+Without it, rmw_fastrtps' PREALLOCATED_WITH_REALLOC writers keep every payload buffer at the
+largest size it ever held, and outputs of changing sizes grow the node's memory in steps
+(benchmarks/fuzz.py measures that end to end). The profile also restates what rmw_fastrtps sets
+itself when XML QoS is off, and reaches Fast DDS 2.x and 3 under their own variable names.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ def _default(root: ET.Element, tag: str) -> ET.Element:
     return found[0]
 
 
-def test_profile_bounds_reader_and_writer_memory():
+def test_profile_bounds_writer_memory_and_keeps_the_reader_policy():
     root = ET.fromstring(middleware.PROFILE)
-    # DYNAMIC: one buffer per sample, freed when the sample is taken (reader) or leaves the
-    # history (writer), so an endpoint holds only the samples in flight, not a pool of buffers
-    # each grown to the largest frame it ever carried. Readers: the camera input. Writers: the
-    # outputs, which have the size of each frame the node answers.
-    for tag in ("data_reader", "data_writer"):
-        assert _default(root, tag).find("d:historyMemoryPolicy", NS).text == "DYNAMIC", tag
-    assert _default(root, "data_writer").find("d:qos/d:publishMode/d:kind", NS).text == "SYNCHRONOUS"
+    # Writers (the outputs, each frame at its own size): DYNAMIC, one buffer per sample, freed
+    # when it leaves the history, not a pool of buffers each grown to the largest frame.
+    writer = _default(root, "data_writer")
+    assert writer.find("d:historyMemoryPolicy", NS).text == "DYNAMIC"
+    assert writer.find("d:qos/d:publishMode/d:kind", NS).text == "SYNCHRONOUS"
+    # Readers keep rmw's policy: DYNAMIC readers collapsed the node's throughput once frames came
+    # faster than it answered (middleware.py docstring).
+    reader = _default(root, "data_reader")
+    assert reader.find("d:historyMemoryPolicy", NS).text == "PREALLOCATED_WITH_REALLOC"
 
 
 def test_profile_restates_what_rmw_sets_without_xml_qos():
@@ -85,15 +88,16 @@ def test_a_users_own_configuration_or_another_rmw_is_left_alone(tmp_path):
     assert middleware.configure_fastdds(env, directory=tmp_path)["RMW_FASTRTPS_USE_QOS_FROM_XML"] == "1"
 
 
-def test_every_distro_gets_the_profile_under_both_variable_names(tmp_path):
+def test_each_fast_dds_version_gets_the_profile_under_its_own_variable(tmp_path):
     """Fast DDS 2.x (Humble, Jazzy) reads FASTRTPS_DEFAULT_PROFILES_FILE, Fast DDS 3 (Kilted) FASTDDS_.
 
     Setting only the Fast DDS 3 name left Jazzy in XML-QoS mode with no XML at all (Fast DDS' bare
-    defaults): its lifecycle change_state replies failed on the third cleanup.
+    defaults): its lifecycle change_state replies failed on the third cleanup. Kilted's rmw warns
+    that the Fast DDS 2 name is deprecated, so each version gets only its own.
     """
-    for distro in ("humble", "jazzy", "kilted", ""):
-        env = {"ROS_DISTRO": distro} if distro else {}
+    for distro, var in (("humble", "FASTRTPS"), ("jazzy", "FASTRTPS"), ("kilted", "FASTDDS"), ("rolling", "FASTDDS")):
+        env = {"ROS_DISTRO": distro}
         settings = middleware.configure_fastdds(env, directory=tmp_path)
+        assert set(settings) == {f"{var}_DEFAULT_PROFILES_FILE", "RMW_FASTRTPS_USE_QOS_FROM_XML"}, distro
         assert settings["RMW_FASTRTPS_USE_QOS_FROM_XML"] == "1"
-        assert settings["FASTRTPS_DEFAULT_PROFILES_FILE"] == settings["FASTDDS_DEFAULT_PROFILES_FILE"]
-        assert Path(settings["FASTRTPS_DEFAULT_PROFILES_FILE"]).read_text() == middleware.PROFILE
+        assert Path(settings[f"{var}_DEFAULT_PROFILES_FILE"]).read_text() == middleware.PROFILE
