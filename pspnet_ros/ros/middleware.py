@@ -19,8 +19,9 @@ them, ratchet the pools up.
   than it answers (1242x375 rgb8, every output on, 2-core CPU: 3.0 fps at 60 Hz against 14.8
   with rmw's policy, 0.3 against 5.7 at 100 Hz), and DYNAMIC_REUSABLE ratchets like rmw's
   policy (+12 % over 30,000 raw mutants); a reader sample limit pushed back on the publisher
-  until its writes failed. Readers therefore keep rmw's policy: the input path's growth is not
-  fixed here (README, "Reliability: malformed input").
+  until its writes failed. Readers therefore keep rmw's policy by default, and
+  ``PSPNET_ROS_READER_MEMORY=dynamic`` chooses DYNAMIC readers where the publishers cannot be
+  trusted and the node keeps up with the camera (README, "Reliability: malformed input").
 
 ROS-free: this runs before ``rclpy.init`` (the participant reads the profile when it is created).
 """
@@ -51,7 +52,7 @@ _PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
           <kind>OFF</kind>
         </data_sharing>
       </qos>
-      <historyMemoryPolicy>PREALLOCATED_WITH_REALLOC</historyMemoryPolicy>
+      <historyMemoryPolicy>{reader_policy}</historyMemoryPolicy>
     </data_reader>
     <data_writer profile_name="pspnet_ros_writer" is_default_profile="true">
       <qos>
@@ -70,6 +71,14 @@ _PUBLISH_MODE = """        <publishMode>
 """
 PUBLICATION_MODES = ("SYNCHRONOUS", "ASYNCHRONOUS", "AUTO")
 
+# The input readers' memory: "realloc" (default, rmw's policy: keeps up with fast cameras, but
+# frames of changing sizes grow its buffer pool) or "dynamic" (a buffer per sample: memory stays
+# flat under malformed input of any size, but once frames come several times faster than the
+# node answers, most are lost before it; see the module docstring). Chosen per process with
+# this variable, before rclpy.init.
+READER_MEMORY_VAR = "PSPNET_ROS_READER_MEMORY"
+READER_POLICIES = {"realloc": "PREALLOCATED_WITH_REALLOC", "dynamic": "DYNAMIC"}
+
 
 def publication_mode(environ: MutableMapping[str, str]) -> str:
     """Return the writers' publish mode as rmw_fastrtps reads it (RMW_FASTRTPS_PUBLICATION_MODE, else SYNCHRONOUS)."""
@@ -77,11 +86,26 @@ def publication_mode(environ: MutableMapping[str, str]) -> str:
     return mode if mode in PUBLICATION_MODES else "SYNCHRONOUS"
 
 
-def profile_xml(mode: str = "SYNCHRONOUS") -> str:
+def reader_memory(environ: MutableMapping[str, str]) -> str:
+    """Return the input readers' memory choice from PSPNET_ROS_READER_MEMORY ("realloc" when unset).
+
+    Raises ValueError naming the choices for any other value (a typo must not silently pick one).
+    """
+    value = environ.get(READER_MEMORY_VAR, "").strip().lower() or "realloc"
+    if value not in READER_POLICIES:
+        raise ValueError(f"{READER_MEMORY_VAR}={environ[READER_MEMORY_VAR]!r} is not one of "
+                         f"{', '.join(READER_POLICIES)}")
+    return value
+
+
+def profile_xml(mode: str = "SYNCHRONOUS", reader: str = "realloc") -> str:
     """Return the node's Fast DDS profile; ``mode`` AUTO leaves the publish mode to Fast DDS, as rmw does."""
     if mode not in PUBLICATION_MODES:
         raise ValueError(f"publication mode {mode!r} is not one of {PUBLICATION_MODES}")
-    return _PROFILE.replace("{publish_mode}", "" if mode == "AUTO" else _PUBLISH_MODE.format(kind=mode))
+    if reader not in READER_POLICIES:
+        raise ValueError(f"reader memory {reader!r} is not one of {', '.join(READER_POLICIES)}")
+    return (_PROFILE.replace("{publish_mode}", "" if mode == "AUTO" else _PUBLISH_MODE.format(kind=mode))
+            .replace("{reader_policy}", READER_POLICIES[reader]))
 
 
 PROFILE = profile_xml()
@@ -131,12 +155,12 @@ def fastdds_env(environ: MutableMapping[str, str], profile: Path) -> Dict[str, s
     return {var: str(profile), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
 
 
-def profile_path(directory: Optional[Path] = None, mode: str = "SYNCHRONOUS") -> Path:
-    """Write the profile for publish ``mode`` (once per content and user) and return its path."""
-    text = profile_xml(mode)
+def profile_path(directory: Optional[Path] = None, mode: str = "SYNCHRONOUS", reader: str = "realloc") -> Path:
+    """Write the profile for publish ``mode`` and ``reader`` memory (once per content and user); return its path."""
+    text = profile_xml(mode, reader)
     directory = Path(directory or tempfile.gettempdir())
     uid = os.getuid() if hasattr(os, "getuid") else 0
-    path = directory / f"pspnet_ros_fastdds_{uid}_{mode.lower()}.xml"
+    path = directory / f"pspnet_ros_fastdds_{uid}_{mode.lower()}_{reader}.xml"
     try:
         if path.read_text() == text:
             return path
@@ -154,7 +178,7 @@ def configure_fastdds(environ: MutableMapping[str, str] = os.environ,
     if not uses_fastdds(environ) or any(environ.get(k) for k in USER_SETTINGS):
         return {}
     try:
-        path = profile_path(directory, publication_mode(environ))
+        path = profile_path(directory, publication_mode(environ), reader_memory(environ))
     except OSError:  # no writable temp dir: run with rmw's defaults rather than not at all
         return {}
     settings = fastdds_env(environ, path)

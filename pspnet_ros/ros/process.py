@@ -82,9 +82,14 @@ def run(make_node: Callable[[], Any], argv: Optional[List[str]] = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm_while_starting)  # installed first: rclpy chains to it
-    # Memory stays flat under malformed input (issue 24): before init, Fast DDS readers that free
-    # each frame's buffer; frame-sized buffers returned to the system when freed.
-    middleware.configure_fastdds()
+    # Memory under malformed input (issue 24): before init, Fast DDS writers that free each
+    # output's buffer (readers as PSPNET_ROS_READER_MEMORY says); frame-sized buffers returned to
+    # the system when freed.
+    try:
+        middleware.configure_fastdds()
+    except ValueError as exc:  # PSPNET_ROS_READER_MEMORY with an unknown value
+        sys.stderr.write(f"[FATAL] [{NODE_NAME}]: cannot start: {exc}\n")
+        return EXIT_STARTUP
     heap.fix_mmap_threshold()
     try:
         rclpy.init(args=argv if argv is not None else sys.argv)

@@ -3,7 +3,11 @@
 The mutants come from benchmarks/fuzz_mutations.py (seeded, shared with the long run,
 benchmarks/fuzz.py) and are sent by its FuzzDriver: a good frame after every 25 mutants, which
 must be answered before the next mutant goes out. Each node runs on its defaults (the shipped
-model), as its own process (inference_size fixed, see PARAMS).
+model), as its own process (inference_size fixed, see PARAMS), with
+``PSPNET_ROS_READER_MEMORY=dynamic``: the node's output writers always free each sample's buffer,
+but its input readers do so only when asked (with rmw's policy, kept by default because it keeps
+up with fast cameras, frames of changing sizes grow the input buffer pool; README "Reliability:
+malformed input").
 
 The memory bound. After warm-up (the first WARMUP mutants: every decoder, error path and
 output size class has run) the node's working set is fixed: the model, one frame in flight and
@@ -19,7 +23,7 @@ flight on top of it, so the peak may exceed the warm-up value by at most twice t
 Limits of this short mode: before the fixes, runs like this one stayed under the bound in three
 tries (+18, +8, +10 MB after warm-up); the growth it was written for showed
 at 25-45 MB per 1,000 mutants in longer runs (README "Reliability: malformed input"). The unit
-tests test_middleware.py and test_heap.py guard the two fixes themselves; this test guards
+tests test_middleware.py and test_heap.py guard the fixes themselves; this test guards
 answers, liveness and fast growth.
 """
 
@@ -32,7 +36,7 @@ import pytest
 
 import rclpy  # noqa: F401  (the ROS layer must run: a missing rclpy is an error, not a skip)
 
-from ros_harness import REPO, NodeProcess, RosClient, domain_id_for  # noqa: E402
+from ros_harness import REPO, NodeProcess, RosClient, domain_id_for, ros_env  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from fuzz import FuzzDriver, rss_kb  # noqa: E402
@@ -53,7 +57,10 @@ def _start(tmp: Path, domain: int, params: dict, name: str, lifecycle: bool = Fa
         script = tmp / "lifecycle_node.py"
         script.write_text("import sys\nfrom pspnet_ros.ros.node import lifecycle_main\n"
                           "sys.exit(lifecycle_main())\n")
-    return NodeProcess(tmp, domain, params, name=name, script=script)
+    # The configuration that bounds memory under malformed input of any size (README,
+    # "Reliability: malformed input"): input readers with a buffer per sample.
+    env = {**ros_env(domain), "PSPNET_ROS_READER_MEMORY": "dynamic"}
+    return NodeProcess(tmp, domain, params, name=name, script=script, env=env)
 
 
 def _fuzz(node: NodeProcess, client: RosClient, transport: str, between=None) -> FuzzDriver:

@@ -101,3 +101,18 @@ def test_each_fast_dds_version_gets_the_profile_under_its_own_variable(tmp_path)
         assert set(settings) == {f"{var}_DEFAULT_PROFILES_FILE", "RMW_FASTRTPS_USE_QOS_FROM_XML"}, distro
         assert settings["RMW_FASTRTPS_USE_QOS_FROM_XML"] == "1"
         assert Path(settings[f"{var}_DEFAULT_PROFILES_FILE"]).read_text() == middleware.PROFILE
+
+
+def test_reader_memory_is_the_users_choice(tmp_path):
+    """PSPNET_ROS_READER_MEMORY: realloc (default, rmw's policy) or dynamic (bounded memory)."""
+    for value, policy in (("", "PREALLOCATED_WITH_REALLOC"), ("realloc", "PREALLOCATED_WITH_REALLOC"),
+                          ("dynamic", "DYNAMIC"), (" Dynamic ", "DYNAMIC")):
+        env = {"ROS_DISTRO": "kilted", **({middleware.READER_MEMORY_VAR: value} if value else {})}
+        middleware.configure_fastdds(env, directory=tmp_path)
+        root = ET.fromstring(Path(env["FASTDDS_DEFAULT_PROFILES_FILE"]).read_text())
+        assert _default(root, "data_reader").find("d:historyMemoryPolicy", NS).text == policy, value
+        # writers free each output's buffer whatever the readers do
+        assert _default(root, "data_writer").find("d:historyMemoryPolicy", NS).text == "DYNAMIC"
+    with pytest.raises(ValueError, match="PSPNET_ROS_READER_MEMORY='dynamc' is not one of realloc, dynamic"):
+        middleware.configure_fastdds({"ROS_DISTRO": "kilted", middleware.READER_MEMORY_VAR: "dynamc"},
+                                     directory=tmp_path)
