@@ -15,13 +15,14 @@ them, ratchet the pools up.
   (+0.08 %), and the node's throughput at 200 Hz with every output on was unchanged.
 - Readers (the camera input): heaptrack put +84 MB between 500 and 4,000 mutated raw images in
   ``TopicPayloadPool::do_get_payload`` called from ``StatefulReader::process_data_frag_msg``.
-  DYNAMIC readers stop that, but they collapse the node's throughput once frames come faster
-  than it answers (1242x375 rgb8, every output on, 2-core CPU: 3.0 fps at 60 Hz against 14.8
-  with rmw's policy, 0.3 against 5.7 at 100 Hz), and DYNAMIC_REUSABLE ratchets like rmw's
-  policy (+12 % over 30,000 raw mutants); a reader sample limit pushed back on the publisher
-  until its writes failed. Readers therefore keep rmw's policy by default, and
-  ``PSPNET_ROS_READER_MEMORY=dynamic`` chooses DYNAMIC readers where the publishers cannot be
-  trusted and the node keeps up with the camera (README, "Reliability: malformed input").
+  DYNAMIC readers stop that, but at the node's depth 1 they collapse its throughput once frames
+  come faster than it answers (1242x375 rgb8, every output on, 2-core CPU: 3.0 fps at 60 Hz
+  against 14.8 with rmw's policy, 0.3 against 5.7 at 100 Hz); with them the node subscribes at
+  depth 4 (pspnet_ros/ros/qos.py: 12.5, 7.7, and 6.3 at 200 Hz against 13.0, at some latency).
+  DYNAMIC_REUSABLE ratchets like rmw's policy (+12 % over 30,000 raw mutants), and a reader
+  sample limit pushed back on the publisher until its writes failed. Readers keep rmw's policy
+  by default, and ``PSPNET_ROS_READER_MEMORY=dynamic`` chooses DYNAMIC readers where the
+  publishers cannot be trusted (README, "Reliability: malformed input").
 
 ROS-free: this runs before ``rclpy.init`` (the participant reads the profile when it is created).
 """
