@@ -72,11 +72,10 @@ _PUBLISH_MODE = """        <publishMode>
 """
 PUBLICATION_MODES = ("SYNCHRONOUS", "ASYNCHRONOUS", "AUTO")
 
-# The input readers' memory: "realloc" (default, rmw's policy: keeps up with fast cameras, but
-# frames of changing sizes grow its buffer pool) or "dynamic" (a buffer per sample: memory stays
-# flat under malformed input of any size, but once frames come several times faster than the
-# node answers, most are lost before it; see the module docstring). Chosen per process with
-# this variable, before rclpy.init.
+# The input readers' memory: "realloc" (default, rmw's policy, depth 1: frames of changing sizes
+# grow its buffer pool) or "dynamic" (a buffer per sample, depth 4 in qos.input_depth: memory
+# stays flat under malformed input of any size, at some latency and fewer answers under heavy
+# overload; see the module docstring). Chosen per process with this variable, before rclpy.init.
 READER_MEMORY_VAR = "PSPNET_ROS_READER_MEMORY"
 READER_POLICIES = {"realloc": "PREALLOCATED_WITH_REALLOC", "dynamic": "DYNAMIC"}
 

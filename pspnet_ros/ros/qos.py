@@ -10,7 +10,7 @@ when every publisher offers it and best effort otherwise, the rule ``ros2 bag re
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, MutableMapping, Optional
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -18,7 +18,7 @@ RELIABLE = ReliabilityPolicy.RELIABLE
 BEST_EFFORT = ReliabilityPolicy.BEST_EFFORT
 
 
-def input_depth(environ: Optional[Mapping[str, str]] = None) -> int:
+def input_depth(environ: Optional[MutableMapping[str, str]] = None) -> int:
     """Return the camera subscriptions' history depth: 1, or 4 with DYNAMIC readers.
 
     With ``PSPNET_ROS_READER_MEMORY=dynamic`` (middleware.py) a depth-1 reader fell far behind a
@@ -27,10 +27,9 @@ def input_depth(environ: Optional[Mapping[str, str]] = None) -> int:
     13.0/3.8/0.7, depth 4 12.5/7.7/6.3 (rmw's reader policy at depth 1: 14.8/5.7/13.0). The engine
     still keeps only the newest frame; the cost is latency (p50 131 ms against ~90 at 60 Hz).
     """
-    from .middleware import READER_MEMORY_VAR
+    from .middleware import reader_memory
 
-    environ = os.environ if environ is None else environ
-    return 4 if environ.get(READER_MEMORY_VAR, "").strip().lower() == "dynamic" else 1
+    return 4 if reader_memory(os.environ if environ is None else environ) == "dynamic" else 1
 
 
 def input_qos(reliability: ReliabilityPolicy) -> QoSProfile:
