@@ -166,7 +166,7 @@ class CameraInputs:
         """Wrap ``callback(cam, msg, info)`` for the image subscription.
 
         Where rclpy passes message info (Iron and later: a two-argument callback), its
-        publication sequence numbers count exactly the samples the keep-last-1 queue replaced;
+        publication sequence numbers count exactly the samples the keep-last queue replaced;
         Humble's rclpy passes the message only and the stamps alone count losses.
         """
         if MESSAGE_INFO:

@@ -33,7 +33,7 @@ ERROR = DiagnosticStatus.ERROR
 #   bad_camera_info  camera_info messages that do not describe the image (not republished)
 #   lost           frames that never reached the node's callback (publication sequence gaps, or
 #                  gaps in the header stamps against the camera's period; see loss_meter.py:
-#                  keep-last-1 replacements while the executor was busy, frames the network or
+#                  keep-last replacements while the executor was busy, frames the network or
 #                  the publisher lost)
 #   lost_rmw       samples the middleware reported lost (message-lost event, where the RMW has it)
 #   deactivated    frames in the engine when a managed node was deactivated, not published

@@ -1,4 +1,4 @@
-"""Fast DDS settings for the node's process: writers free each sample's buffer.
+"""Fast DDS settings for the node's process: readers and writers free each sample's buffer.
 
 Why (issue 24): rmw_fastrtps gives every reader and writer the PREALLOCATED_WITH_REALLOC
 history memory policy. Its payload pool never gives a buffer back: each buffer grows to the
@@ -14,15 +14,17 @@ them, ratchet the pools up.
   buffer per sample, freed when the sample leaves the history) the same run gave +0.9 MB
   (+0.08 %), and the node's throughput at 200 Hz with every output on was unchanged.
 - Readers (the camera input): heaptrack put +84 MB between 500 and 4,000 mutated raw images in
-  ``TopicPayloadPool::do_get_payload`` called from ``StatefulReader::process_data_frag_msg``.
-  DYNAMIC readers stop that, but at the node's depth 1 they collapse its throughput once frames
-  come faster than it answers (1242x375 rgb8, every output on, 2-core CPU: 3.0 fps at 60 Hz
-  against 14.8 with rmw's policy, 0.3 against 5.7 at 100 Hz); with them the node subscribes at
-  depth 4 (pspnet_ros/ros/qos.py: 12.5, 7.7, and 6.3 at 200 Hz against 13.0, at some latency).
-  DYNAMIC_REUSABLE ratchets like rmw's policy (+12 % over 30,000 raw mutants), and a reader
-  sample limit pushed back on the publisher until its writes failed. Readers keep rmw's policy
-  by default, and ``PSPNET_ROS_READER_MEMORY=dynamic`` chooses DYNAMIC readers where the
-  publishers cannot be trusted (README, "Reliability: malformed input").
+  ``TopicPayloadPool::do_get_payload`` called from ``StatefulReader::process_data_frag_msg``;
+  100,000 compressed mutants would have grown RSS past +4.5 %. DYNAMIC readers (a buffer per
+  sample, freed when taken) stop that and are the default. Two things make them keep up with a
+  camera faster than the node answers (1242x375 rgb8, every output on, 2-core CPU,
+  benchmarks/ros_bench.py): glibc must serve the per-sample buffer from the heap (heap.py: with
+  a 1 MiB mmap threshold each sample was mapped and page-faulted in: 3.8 answers/s at 60 Hz at
+  depth 1), and the camera subscriptions keep 2 samples (qos.input_depth): at depth 1 a sample
+  still arriving when the next one starts is evicted (200 Hz: 0.8 answers/s at depth 1, 22.8 at
+  depth 2). DYNAMIC_REUSABLE ratchets like rmw's policy (+12 % over 30,000 raw
+  mutants), and a reader sample limit pushed back on the publisher until its writes failed.
+  ``PSPNET_ROS_READER_MEMORY=realloc`` restores rmw's reader policy at depth 1.
 
 ROS-free: this runs before ``rclpy.init`` (the participant reads the profile when it is created).
 """
@@ -35,7 +37,8 @@ from pathlib import Path
 from typing import Dict, MutableMapping, Optional
 
 _PROFILE = """<?xml version="1.0" encoding="UTF-8" ?>
-<!-- pspnet_ros segmentation node (pspnet_ros/ros/middleware.py): writers free sample buffers;
+<!-- pspnet_ros segmentation node (pspnet_ros/ros/middleware.py): sample buffers freed (readers
+     as PSPNET_ROS_READER_MEMORY says);
      everything else as rmw_fastrtps sets it without XML QoS. -->
 <dds xmlns="http://www.eprosima.com">
   <profiles>
@@ -72,12 +75,13 @@ _PUBLISH_MODE = """        <publishMode>
 """
 PUBLICATION_MODES = ("SYNCHRONOUS", "ASYNCHRONOUS", "AUTO")
 
-# The input readers' memory: "realloc" (default, rmw's policy, depth 1: frames of changing sizes
-# grow its buffer pool) or "dynamic" (a buffer per sample, depth 4 in qos.input_depth: memory
-# stays flat under malformed input of any size, at some latency and fewer answers under heavy
-# overload; see the module docstring). Chosen per process with this variable, before rclpy.init.
+# The input readers' memory: "dynamic" (default: a buffer per sample, freed when taken, depth 2
+# in qos.input_depth: memory stays flat under malformed input of any size) or "realloc" (rmw's
+# policy at depth 1: frames of changing sizes grow its buffer pool; see the module docstring).
+# Chosen per process with this variable, before rclpy.init.
 READER_MEMORY_VAR = "PSPNET_ROS_READER_MEMORY"
-READER_POLICIES = {"realloc": "PREALLOCATED_WITH_REALLOC", "dynamic": "DYNAMIC"}
+READER_POLICIES = {"dynamic": "DYNAMIC", "realloc": "PREALLOCATED_WITH_REALLOC"}
+DEFAULT_READER_MEMORY = "dynamic"
 
 
 def publication_mode(environ: MutableMapping[str, str]) -> str:
@@ -87,18 +91,18 @@ def publication_mode(environ: MutableMapping[str, str]) -> str:
 
 
 def reader_memory(environ: MutableMapping[str, str]) -> str:
-    """Return the input readers' memory choice from PSPNET_ROS_READER_MEMORY ("realloc" when unset).
+    """Return the input readers' memory choice from PSPNET_ROS_READER_MEMORY ("dynamic" when unset).
 
     Raises ValueError naming the choices for any other value (a typo must not silently pick one).
     """
-    value = environ.get(READER_MEMORY_VAR, "").strip().lower() or "realloc"
+    value = environ.get(READER_MEMORY_VAR, "").strip().lower() or DEFAULT_READER_MEMORY
     if value not in READER_POLICIES:
         raise ValueError(f"{READER_MEMORY_VAR}={environ[READER_MEMORY_VAR]!r} is not one of "
                          f"{', '.join(READER_POLICIES)}")
     return value
 
 
-def profile_xml(mode: str = "SYNCHRONOUS", reader: str = "realloc") -> str:
+def profile_xml(mode: str = "SYNCHRONOUS", reader: str = DEFAULT_READER_MEMORY) -> str:
     """Return the node's Fast DDS profile; ``mode`` AUTO leaves the publish mode to Fast DDS, as rmw does."""
     if mode not in PUBLICATION_MODES:
         raise ValueError(f"publication mode {mode!r} is not one of {PUBLICATION_MODES}")
@@ -155,7 +159,8 @@ def fastdds_env(environ: MutableMapping[str, str], profile: Path) -> Dict[str, s
     return {var: str(profile), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
 
 
-def profile_path(directory: Optional[Path] = None, mode: str = "SYNCHRONOUS", reader: str = "realloc") -> Path:
+def profile_path(directory: Optional[Path] = None, mode: str = "SYNCHRONOUS",
+                 reader: str = DEFAULT_READER_MEMORY) -> Path:
     """Write the profile for publish ``mode`` and ``reader`` memory (once per content and user); return its path."""
     text = profile_xml(mode, reader)
     directory = Path(directory or tempfile.gettempdir())
@@ -170,6 +175,19 @@ def profile_path(directory: Optional[Path] = None, mode: str = "SYNCHRONOUS", re
     tmp.write_text(text)
     os.replace(tmp, path)  # atomic: another node starting now reads the old or the new file, whole
     return path
+
+
+def dynamic_readers(environ: MutableMapping[str, str]) -> bool:
+    """Return True when ``environ`` makes Fast DDS load this module's profile with DYNAMIC readers.
+
+    False with a user's own profile, rmw's defaults or another RMW: then the readers are not ours
+    to size (qos.input_depth keeps depth 1 there).
+    """
+    if not uses_fastdds(environ) or environ.get("RMW_FASTRTPS_USE_QOS_FROM_XML") != "1":
+        return False
+    names = [Path(environ.get(var) or "").name
+             for var in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")]
+    return any(n.startswith("pspnet_ros_fastdds_") and n.endswith("_dynamic.xml") for n in names)
 
 
 def configure_fastdds(environ: MutableMapping[str, str] = os.environ,

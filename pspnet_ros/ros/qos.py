@@ -1,6 +1,7 @@
 """QoS profiles of the node and the ``qos_reliability: auto`` rule.
 
-Input: keep last 1, volatile, so a slow node never builds a backlog in DDS; reliability either
+Input: keep last 1 (2 with the node's DYNAMIC Fast DDS readers, :func:`input_depth`), volatile,
+so a slow node never builds a backlog in DDS; reliability either
 forced or matched to the publishers. A reliable subscription does not match a best-effort
 publisher at all, and a best-effort subscription to a reliable publisher loses fragments of large
 images (1242x375 rgb8 over Fast DDS UDP: 2-4 of 10 frames arrive), so ``auto`` picks reliable
@@ -19,17 +20,19 @@ BEST_EFFORT = ReliabilityPolicy.BEST_EFFORT
 
 
 def input_depth(environ: Optional[MutableMapping[str, str]] = None) -> int:
-    """Return the camera subscriptions' history depth: 1, or 4 with DYNAMIC readers.
+    """Return the camera subscriptions' history depth: 2 with the node's DYNAMIC readers, else 1.
 
-    With ``PSPNET_ROS_READER_MEMORY=dynamic`` (middleware.py) a depth-1 reader fell far behind a
-    reliable camera faster than the node (1242x375, every output on, 2-core CPU; answers/s at
-    60/100/200 Hz: 3.0/0.3/0.2, the node's /diagnostics "in 1.8 Hz, lost 54.8/s"). Depth 2 gave
-    13.0/3.8/0.7, depth 4 12.5/7.7/6.3 (rmw's reader policy at depth 1: 14.8/5.7/13.0). The engine
-    still keeps only the newest frame; the cost is latency (p50 131 ms against ~90 at 60 Hz).
+    A Fast DDS reader at depth 1 evicts a large sample that is still arriving (fragment by
+    fragment) as soon as the next one starts. With rmw's preallocated buffers that was rare; with
+    DYNAMIC readers (middleware.py, the default) the node starved once the camera was faster than
+    it (1242x375 rgb8, every output on, 2-core AMD EPYC, ``benchmarks/ros_bench.py --all-outputs``,
+    2026-12-07; answers/s at 30/60/200 Hz: depth 1 29.7/12.3/0.8, depth 2 29.2/34.5/22.8, depth 4
+    28.8/28.7/25.0 at ~15 ms more p50 latency; depths 1 and 4 with glibc's mmap threshold at
+    32 MiB, depth 2 at the shipped 8 MiB, heap.py). The engine still keeps only the newest frame.
     """
-    from .middleware import reader_memory
+    from .middleware import dynamic_readers
 
-    return 4 if reader_memory(os.environ if environ is None else environ) == "dynamic" else 1
+    return 2 if dynamic_readers(os.environ if environ is None else environ) else 1
 
 
 def input_qos(reliability: ReliabilityPolicy) -> QoSProfile:

@@ -3,21 +3,20 @@
 The mutants come from benchmarks/fuzz_mutations.py (seeded, shared with the long run,
 benchmarks/fuzz.py) and are sent by its FuzzDriver: a good frame after every 25 mutants, which
 must be answered before the next mutant goes out. Each node runs on its defaults (the shipped
-model), as its own process (inference_size fixed, see PARAMS), with
-``PSPNET_ROS_READER_MEMORY=dynamic``: the node's output writers always free each sample's buffer,
-but its input readers do so only when asked (with rmw's policy, kept by default because it keeps
-up with fast cameras, frames of changing sizes grow the input buffer pool; README "Reliability:
-malformed input").
+model), as its own process (inference_size fixed, see PARAMS): its Fast DDS input readers and
+output writers free each sample's buffer (pspnet_ros/ros/middleware.py; with rmw's policy,
+``PSPNET_ROS_READER_MEMORY=realloc``, frames of changing sizes grow the buffer pools; README
+"Reliability: malformed input").
 
 The memory bound. After warm-up (the first WARMUP mutants: every decoder, error path and
 output size class has run) the node's working set is fixed: the model, one frame in flight and
 its outputs. Resident memory may still move by what one frame in flight costs plus allocator
 noise, not with the number of mutants. The largest raw mutant is 1280x720 (3.7 MB as rgba8);
 the node holds a few copies of one frame at a time (message, float network input, logits
-upsampled to the input size, outputs), under 30 MB together; buffers of 1 MiB or more are
-unmapped when freed (pspnet_ros/ros/heap.py), so a large compressed frame does not stay
-either. 30 MB is also about 2 % of the node's RSS (~1.35 GB), the long run's criterion. The
-bound applies to what stays (RSS at the end of the run); a sample may also catch one frame in
+upsampled to the input size, outputs), under 30 MB together; buffers of 8 MiB or more are
+unmapped when freed (pspnet_ros/ros/heap.py), so a huge compressed frame does not stay, and
+smaller freed buffers are reused by the next frames. 30 MB is also about 2 % of the node's RSS
+(~1.35 GB), the long run's criterion. The bound applies to what stays (RSS at the end of the run); a sample may also catch one frame in
 flight on top of it, so the peak may exceed the warm-up value by at most twice the bound (seen:
 +30.7 MB peak on Jazzy's Fast DDS 2.14 with a lower end value).
 Limits of this short mode: before the fixes, runs like this one stayed under the bound in three
@@ -57,9 +56,9 @@ def _start(tmp: Path, domain: int, params: dict, name: str, lifecycle: bool = Fa
         script = tmp / "lifecycle_node.py"
         script.write_text("import sys\nfrom pspnet_ros.ros.node import lifecycle_main\n"
                           "sys.exit(lifecycle_main())\n")
-    # The configuration that bounds memory under malformed input of any size (README,
-    # "Reliability: malformed input"): input readers with a buffer per sample.
-    env = {**ros_env(domain), "PSPNET_ROS_READER_MEMORY": "dynamic"}
+    # The node's defaults (a reader memory choice in the caller's environment is not inherited).
+    env = ros_env(domain)
+    env.pop("PSPNET_ROS_READER_MEMORY", None)
     return NodeProcess(tmp, domain, params, name=name, script=script, env=env)
 
 

@@ -24,17 +24,16 @@ def _default(root: ET.Element, tag: str) -> ET.Element:
     return found[0]
 
 
-def test_profile_bounds_writer_memory_and_keeps_the_reader_policy():
+def test_profile_bounds_reader_and_writer_memory_by_default():
     root = ET.fromstring(middleware.PROFILE)
-    # Writers (the outputs, each frame at its own size): DYNAMIC, one buffer per sample, freed
-    # when it leaves the history, not a pool of buffers each grown to the largest frame.
+    # Writers (the outputs, each frame at its own size) and readers (the camera input): DYNAMIC,
+    # one buffer per sample, freed when it leaves the history, not a pool of buffers each grown
+    # to the largest frame.
     writer = _default(root, "data_writer")
     assert writer.find("d:historyMemoryPolicy", NS).text == "DYNAMIC"
     assert writer.find("d:qos/d:publishMode/d:kind", NS).text == "SYNCHRONOUS"
-    # Readers keep rmw's policy: DYNAMIC readers collapsed the node's throughput once frames came
-    # faster than it answered (middleware.py docstring).
     reader = _default(root, "data_reader")
-    assert reader.find("d:historyMemoryPolicy", NS).text == "PREALLOCATED_WITH_REALLOC"
+    assert reader.find("d:historyMemoryPolicy", NS).text == "DYNAMIC"
 
 
 def test_profile_restates_what_rmw_sets_without_xml_qos():
@@ -104,8 +103,8 @@ def test_each_fast_dds_version_gets_the_profile_under_its_own_variable(tmp_path)
 
 
 def test_reader_memory_is_the_users_choice(tmp_path):
-    """PSPNET_ROS_READER_MEMORY: realloc (default, rmw's policy) or dynamic (bounded memory)."""
-    for value, policy in (("", "PREALLOCATED_WITH_REALLOC"), ("realloc", "PREALLOCATED_WITH_REALLOC"),
+    """PSPNET_ROS_READER_MEMORY: dynamic (default, bounded memory) or realloc (rmw's policy)."""
+    for value, policy in (("", "DYNAMIC"), ("realloc", "PREALLOCATED_WITH_REALLOC"),
                           ("dynamic", "DYNAMIC"), (" Dynamic ", "DYNAMIC")):
         env = {"ROS_DISTRO": "kilted", **({middleware.READER_MEMORY_VAR: value} if value else {})}
         middleware.configure_fastdds(env, directory=tmp_path)
@@ -113,6 +112,22 @@ def test_reader_memory_is_the_users_choice(tmp_path):
         assert _default(root, "data_reader").find("d:historyMemoryPolicy", NS).text == policy, value
         # writers free each output's buffer whatever the readers do
         assert _default(root, "data_writer").find("d:historyMemoryPolicy", NS).text == "DYNAMIC"
-    with pytest.raises(ValueError, match="PSPNET_ROS_READER_MEMORY='dynamc' is not one of realloc, dynamic"):
+    with pytest.raises(ValueError, match="PSPNET_ROS_READER_MEMORY='dynamc' is not one of dynamic, realloc"):
         middleware.configure_fastdds({"ROS_DISTRO": "kilted", middleware.READER_MEMORY_VAR: "dynamc"},
                                      directory=tmp_path)
+
+
+def test_dynamic_readers_only_where_the_nodes_profile_makes_them(tmp_path):
+    """qos.input_depth keeps depth 2 only for readers this profile made DYNAMIC."""
+    for distro in ("jazzy", "kilted"):
+        env = {"ROS_DISTRO": distro}
+        middleware.configure_fastdds(env, directory=tmp_path)
+        assert middleware.dynamic_readers(env), distro
+        env = {"ROS_DISTRO": distro, middleware.READER_MEMORY_VAR: "realloc"}
+        middleware.configure_fastdds(env, directory=tmp_path)
+        assert not middleware.dynamic_readers(env), distro
+    assert not middleware.dynamic_readers({"ROS_DISTRO": "kilted"})  # not configured: rmw's readers
+    for env in ({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/mine.xml", "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"},
+                {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}):
+        middleware.configure_fastdds(env, directory=tmp_path)
+        assert not middleware.dynamic_readers(env), env

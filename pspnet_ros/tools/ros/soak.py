@@ -119,7 +119,7 @@ def summarize_windows(rec: Record, duration: float, window: float) -> List[Dict[
             "sent": len(sent), "answered": len(got),
             "sent_hz": round(len(sent) / (b - a), 2), "answered_hz": round(len(got) / (b - a), 2),
             "unanswered": len(sent) - len(got),
-            # frames the node's subscription took: the rest were replaced in its keep-last-1 DDS
+            # frames the node's subscription took: the rest were replaced in its keep-last DDS
             # queue before it got to them (newest frame wins there too)
             "node_received": total(d1, "received (total)") - total(d0, "received (total)"),
             "node_dropped": total(d1, "dropped (total)") - total(d0, "dropped (total)"),
@@ -378,7 +378,7 @@ def print_report(result: Dict[str, Any]) -> None:
     print(f"\nrun: {result['duration_s']:.0f} s at {result['rate_hz']:g} Hz ({result['frame_size']} rgb8 KITTI "
           f"frames), warm-up {result['warmup_s']:g} s, model {result['model']} on {result['device']}")
     print(f"frames: {t['sent']} sent, {t['answered']} answered ({t['answered_pct']:.1f} %); node: "
-          f"{t['node_received']} taken from its keep-last-1 input, {t['node_processed']} processed, "
+          f"{t['node_received']} taken from its keep-last input, {t['node_processed']} processed, "
           f"{t['node_dropped']} dropped by the engine, {t['node_failed']} failed (newest frame wins at both "
           f"places); {t['late_publishes']} late publishes")
     print(f"latency (publish -> labels received): p50 {_fmt(t['latency_p50_ms'])} ms, "
