@@ -8,17 +8,17 @@ output writers free each sample's buffer (pspnet_ros/ros/middleware.py; with rmw
 ``PSPNET_ROS_READER_MEMORY=realloc``, frames of changing sizes grow the buffer pools; README
 "Reliability: malformed input").
 
-The memory bound. After warm-up (the first WARMUP mutants: every decoder, error path and
-output size class has run) the node's working set is fixed: the model, one frame in flight and
-its outputs. Resident memory may still move by what one frame in flight costs plus allocator
-noise, not with the number of mutants. The largest raw mutant is 1280x720 (3.7 MB as rgba8);
-the node holds a few copies of one frame at a time (message, float network input, logits
-upsampled to the input size, outputs), under 30 MB together; buffers of 8 MiB or more are
-unmapped when freed (pspnet_ros/ros/heap.py), so a huge compressed frame does not stay, and
-smaller freed buffers are reused by the next frames. 30 MB is also about 2 % of the node's RSS
-(~1.35 GB), the long run's criterion. The bound applies to what stays (RSS at the end of the
-run); a sample may also catch one frame in flight on top of it, so the peak may exceed the warm-up value by at most twice the bound (seen:
-+30.7 MB peak on Jazzy's Fast DDS 2.14 with a lower end value).
+The memory bound. After warm-up (the first WARMUP mutants: every decoder, error path and output
+size class has run) the node's working set is fixed: the model, one frame in flight and its
+outputs. Resident memory may still move by what one frame in flight costs plus allocator noise,
+not with the number of mutants. The largest raw mutant is 1280x720 (3.7 MB as rgba8); the node
+holds a few copies of one frame at a time (message, float network input, logits upsampled to the
+input size, outputs), under 30 MB together; buffers of 8 MiB or more are unmapped when freed
+(pspnet_ros/ros/heap.py), so a huge compressed frame does not stay, and smaller freed buffers
+are reused by the next frames. 30 MB is also about 2 % of the node's RSS (~1.35 GB), the long
+run's criterion. The bound applies to what stays (RSS at the end of the run); a sample may also
+catch one frame in flight on top of it, so the peak may exceed the warm-up value by at most
+twice the bound (seen: +30.7 MB peak on Jazzy's Fast DDS 2.14 with a lower end value).
 Limits of this short mode: before the fixes, runs like this one stayed under the bound in three
 tries (+18, +8, +10 MB after warm-up); the growth it was written for showed
 at 25-45 MB per 1,000 mutants in longer runs (README "Reliability: malformed input"). The unit
