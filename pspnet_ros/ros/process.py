@@ -82,9 +82,9 @@ def run(make_node: Callable[[], Any], argv: Optional[List[str]] = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm_while_starting)  # installed first: rclpy chains to it
-    # Memory under malformed input (issue 24): before init, Fast DDS writers that free each
-    # output's buffer (readers as PSPNET_ROS_READER_MEMORY says); frame-sized buffers returned to
-    # the system when freed.
+    # Memory under malformed input (issue 24): before init, Fast DDS readers and writers that free
+    # each sample's buffer (readers as PSPNET_ROS_READER_MEMORY says, DYNAMIC by default); glibc's
+    # mmap threshold fixed at 8 MiB (huge frames returned to the system when freed).
     try:
         middleware.configure_fastdds()
     except ValueError as exc:  # PSPNET_ROS_READER_MEMORY with an unknown value

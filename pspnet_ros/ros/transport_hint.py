@@ -28,7 +28,7 @@ TRANSPORTS_VAR = "FASTDDS_BUILTIN_TRANSPORTS"
 LARGE_FRAMES_VALUE = "LARGE_DATA?max_msg_size=4MB&sockets_size=4MB"
 LARGE_FRAMES_SETTING = f"{TRANSPORTS_VAR}={LARGE_FRAMES_VALUE}"
 PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
-# The node's own profile (middleware.py: reader memory only, no transports) is not the user's.
+# The node's own profile (middleware.py: memory policies and rmw's settings, no transports) is not the user's.
 OWN_PROFILE_PREFIX = "pspnet_ros_fastdds_"
 
 
