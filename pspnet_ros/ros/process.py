@@ -69,6 +69,31 @@ def bridge_library_logging() -> None:
         lib.propagate = False
 
 
+def spin(node: Any, executor: Any = None) -> int:
+    """Spin like ``rclpy.spin(node)``, surviving a service response the middleware refuses.
+
+    Such a response is logged (throttled) and the node keeps spinning
+    (:func:`shutdown.is_refused_response`). Returns how many responses were refused.
+    """
+    executor = executor if executor is not None else rclpy.get_global_executor()
+    executor.add_node(node)
+    refused = 0
+    try:
+        while executor.context.ok():
+            try:
+                executor.spin_once()
+            except Exception as exc:  # noqa: BLE001 - anything else propagates unchanged
+                if not shutdown.is_refused_response(exc):
+                    raise
+                refused += 1
+                rclpy.logging.get_logger(NODE_NAME).error(
+                    f"a service response was not delivered ({refused} so far), the client gets no "
+                    f"answer: {str(exc).split(', at /')[0]}", throttle_duration_sec=5.0)
+    finally:
+        executor.remove_node(node)
+    return refused
+
+
 def run(make_node: Callable[[], Any], argv: Optional[List[str]] = None) -> int:
     """Init rclpy, build the node with ``make_node()``, spin it; return the process exit code."""
     starting = True
@@ -103,7 +128,7 @@ def run(make_node: Callable[[], Any], argv: Optional[List[str]] = None) -> int:
     try:
         node = make_node()
         starting = False
-        rclpy.spin(node)
+        spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except StartupError as exc:

@@ -43,6 +43,18 @@ def is_shutdown_race(exc: BaseException, context_ok: bool) -> bool:
     return not any(_in_package(f.filename) for f in frames)
 
 
+def is_refused_response(exc: BaseException) -> bool:
+    """Return whether ``exc`` (out of the executor) is the middleware refusing a service response.
+
+    rclpy sends a service's response inside the executor; when Fast DDS refuses the write
+    (rmw "failed to send response: cannot publish data", seen once in CI on Jazzy's Fast DDS 2.14
+    during 30 lifecycle transitions) the exception leaves ``spin``. The transition itself is done;
+    only that client's answer is lost, so the node logs it and keeps serving.
+    """
+    return (any(t.__name__ == "RCLError" for t in type(exc).__mro__)
+            and "failed to send response" in str(exc).lower())
+
+
 def _in_package(filename: str) -> bool:
     try:
         return Path(filename).resolve().is_relative_to(PACKAGE_DIR)

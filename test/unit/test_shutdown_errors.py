@@ -47,3 +47,16 @@ def test_anything_else_is_a_bug_even_during_shutdown(exc):
 def test_the_race_message_raised_from_our_own_code_is_a_bug():
     exc = RuntimeError("publisher's context is invalid")
     assert not is_shutdown_race(_raised(exc, in_package=True), context_ok=False)
+
+
+class RCLError(RuntimeError):
+    """Stands in for rclpy._rclpy_pybind11.RCLError (matched by name, as rclpy has no public import)."""
+
+
+def test_a_refused_service_response_is_told_apart():
+    from pspnet_ros.ros.shutdown import is_refused_response
+
+    assert is_refused_response(RCLError("failed to send response: cannot publish data, at "
+                                        "/project/src/rmw_response.cpp:165, at /project/src/rcl/service.c:400"))
+    assert not is_refused_response(RCLError("Failed to publish: cannot publish data"))
+    assert not is_refused_response(RuntimeError("failed to send response: cannot publish data"))
