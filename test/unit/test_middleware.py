@@ -99,11 +99,19 @@ def test_each_fast_dds_version_gets_the_profile_under_its_own_variable(tmp_path)
         settings = middleware.configure_fastdds(env, directory=tmp_path)
         assert set(settings) == {f"{var}_DEFAULT_PROFILES_FILE", "RMW_FASTRTPS_USE_QOS_FROM_XML"}, distro
         assert settings["RMW_FASTRTPS_USE_QOS_FROM_XML"] == "1"
-        assert Path(settings[f"{var}_DEFAULT_PROFILES_FILE"]).read_text() == middleware.PROFILE
+        reader = "realloc" if var == "FASTRTPS" else "dynamic"  # READER_MEMORY_VAR: the default per version
+        assert Path(settings[f"{var}_DEFAULT_PROFILES_FILE"]).read_text() == middleware.profile_xml(reader=reader)
 
 
 def test_reader_memory_is_the_users_choice(tmp_path):
-    """PSPNET_ROS_READER_MEMORY: dynamic (default, bounded memory) or realloc (rmw's policy)."""
+    """PSPNET_ROS_READER_MEMORY: dynamic (Kilted's default, bounded memory) or realloc (rmw's policy).
+
+    Fast DDS 2.x (Humble, Jazzy) defaults to realloc: there DYNAMIC readers went with refused
+    lifecycle change_state responses (middleware.READER_MEMORY_VAR).
+    """
+    for distro, policy in (("humble", "PREALLOCATED_WITH_REALLOC"), ("jazzy", "PREALLOCATED_WITH_REALLOC"),
+                           ("kilted", "DYNAMIC"), ("rolling", "DYNAMIC")):
+        assert middleware.READER_POLICIES[middleware.reader_memory({"ROS_DISTRO": distro})] == policy, distro
     for value, policy in (("", "DYNAMIC"), ("realloc", "PREALLOCATED_WITH_REALLOC"),
                           ("dynamic", "DYNAMIC"), (" Dynamic ", "DYNAMIC")):
         env = {"ROS_DISTRO": "kilted", **({middleware.READER_MEMORY_VAR: value} if value else {})}
@@ -119,13 +127,14 @@ def test_reader_memory_is_the_users_choice(tmp_path):
 
 def test_dynamic_readers_only_where_the_nodes_profile_makes_them(tmp_path):
     """qos.input_depth keeps depth 2 only for readers this profile made DYNAMIC."""
-    for distro in ("jazzy", "kilted"):
+    for distro, default in (("jazzy", False), ("kilted", True)):
         env = {"ROS_DISTRO": distro}
         middleware.configure_fastdds(env, directory=tmp_path)
-        assert middleware.dynamic_readers(env), distro
-        env = {"ROS_DISTRO": distro, middleware.READER_MEMORY_VAR: "realloc"}
-        middleware.configure_fastdds(env, directory=tmp_path)
-        assert not middleware.dynamic_readers(env), distro
+        assert middleware.dynamic_readers(env) == default, distro
+        for choice, dynamic in (("realloc", False), ("dynamic", True)):
+            env = {"ROS_DISTRO": distro, middleware.READER_MEMORY_VAR: choice}
+            middleware.configure_fastdds(env, directory=tmp_path)
+            assert middleware.dynamic_readers(env) == dynamic, (distro, choice)
     assert not middleware.dynamic_readers({"ROS_DISTRO": "kilted"})  # not configured: rmw's readers
     for env in ({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/mine.xml", "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"},
                 {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}):
