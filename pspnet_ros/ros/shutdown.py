@@ -23,6 +23,9 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # pspnet_ros/
 SHUTDOWN_RACE_MESSAGES = ("unable to convert call argument", "context is invalid",
                           "context is not valid", "context was shutdown", "context has been shutdown")
 SHUTDOWN_RACE_TYPES = ("RuntimeError", "RCLError", "InvalidHandle")
+# The node's spin loop (process.spin, rclpy.spin's loop): its own frame sits between the caller
+# and rclpy's executor and is not a callback of this package.
+SPIN_FRAMES = {("process.py", "spin")}
 
 
 def is_shutdown_race(exc: BaseException, context_ok: bool) -> bool:
@@ -40,7 +43,7 @@ def is_shutdown_race(exc: BaseException, context_ok: bool) -> bool:
     if type(exc).__name__ != "InvalidHandle" and not any(m in text for m in SHUTDOWN_RACE_MESSAGES):
         return False
     frames = traceback.extract_tb(exc.__traceback__)[1:]  # [0]: the caller's own frame
-    return not any(_in_package(f.filename) for f in frames)
+    return not any(_in_package(f.filename) and (Path(f.filename).name, f.name) not in SPIN_FRAMES for f in frames)
 
 
 def is_refused_response(exc: BaseException) -> bool:

@@ -48,7 +48,9 @@ def main() -> int:
                 raise ValueError("simulated teardown bug")
             raise RuntimeError("simulated: Unable to convert call argument '0' to Python object")
 
-        rclpy.spin = failing_spin
+        from pspnet_ros.ros import process
+
+        process.spin = failing_spin  # what process.run calls
 
     def hook(items: Sequence[Any]) -> None:
         import torch

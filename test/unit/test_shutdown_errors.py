@@ -60,3 +60,26 @@ def test_a_refused_service_response_is_told_apart():
                                         "/project/src/rmw_response.cpp:165, at /project/src/rcl/service.c:400"))
     assert not is_refused_response(RCLError("Failed to publish: cannot publish data"))
     assert not is_refused_response(RuntimeError("failed to send response: cannot publish data"))
+
+
+def test_the_race_through_the_nodes_spin_loop_is_still_benign():
+    """process.spin sits between process.run and rclpy's executor: its frame is not a callback of ours."""
+    from pathlib import Path
+
+    import pspnet_ros
+
+    process_py = str(Path(pspnet_ros.__file__).parent / "ros" / "process.py")
+
+    def race():
+        raise RuntimeError("rcl_take failed: subscription's context is invalid")
+
+    def through(name):
+        ns = {}
+        exec(compile(f"def {name}(g):\n    g()\n", process_py, "exec"), ns)  # noqa: S102 (fabricated frame)
+        try:
+            ns[name](race)
+        except RuntimeError as e:
+            return e
+
+    assert is_shutdown_race(through("spin"), context_ok=False)
+    assert not is_shutdown_race(through("run_callback"), context_ok=False)
