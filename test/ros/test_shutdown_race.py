@@ -23,16 +23,18 @@ def test_an_error_from_the_shutdown_exits_0_and_one_while_running_keeps_its_trac
     procs = {mode: NodeProcess(tmp_path, domain, params, name=mode, script=FAULT_NODE,
                                script_args=["--fail-spin", mode])
              for mode in ("after-shutdown", "running", "after-shutdown-other")}
-    codes = {mode: p.wait_exit(120) for mode, p in procs.items()}
-    out = {mode: p.output() for mode, p in procs.items()}
-    assert codes["after-shutdown"] == 0, out["after-shutdown"]
-    assert "the shutdown interrupted the executor (RuntimeError: simulated" in out["after-shutdown"]
-    assert "Traceback" not in out["after-shutdown"]
-    assert codes["running"] != 0 and "Traceback" in out["running"], out["running"]
-    assert "simulated: Unable to convert call argument" in out["running"]
-    # Only that race is benign: any other error while the context is down is a bug (issue 22 g).
-    other = out["after-shutdown-other"]
-    assert codes["after-shutdown-other"] != 0, other
-    assert "[ERROR]" in other and "Traceback" in other and "ValueError: simulated teardown bug" in other, other
-    for p in procs.values():
-        p.stop()
+    try:
+        codes = {mode: p.wait_exit(120) for mode, p in procs.items()}
+        out = {mode: p.output() for mode, p in procs.items()}
+        assert codes["after-shutdown"] == 0, out["after-shutdown"]
+        assert "the shutdown interrupted the executor (RuntimeError: simulated" in out["after-shutdown"]
+        assert "Traceback" not in out["after-shutdown"]
+        assert codes["running"] != 0 and "Traceback" in out["running"], out["running"]
+        assert "simulated: Unable to convert call argument" in out["running"]
+        # Only that race is benign: any other error while the context is down is a bug (issue 22 g).
+        other = out["after-shutdown-other"]
+        assert codes["after-shutdown-other"] != 0, other
+        assert "[ERROR]" in other and "Traceback" in other and "ValueError: simulated teardown bug" in other, other
+    finally:  # reaped even when an assertion (or a node that never exits) fails the test
+        for p in procs.values():
+            p.stop()
