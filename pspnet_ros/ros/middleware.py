@@ -117,9 +117,11 @@ def profile_xml(mode: str = "SYNCHRONOUS", reader: str = DEFAULT_READER_MEMORY) 
 
 
 PROFILE = profile_xml()
+# The node's profile files: PROFILE_PREFIX + "<uid>_<mode>_<reader>.xml" (profile_path).
+PROFILE_PREFIX = "pspnet_ros_fastdds_"
+PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 # Set by a user who configures Fast DDS: then theirs applies, not ours.
-USER_SETTINGS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE",
-                 "RMW_FASTRTPS_USE_QOS_FROM_XML")
+USER_SETTINGS = PROFILE_VARS + ("RMW_FASTRTPS_USE_QOS_FROM_XML",)
 
 
 # Distros whose rmw_fastrtps is built on Fast DDS 2.x.
@@ -174,7 +176,7 @@ def profile_path(directory: Optional[Path] = None, mode: str = "SYNCHRONOUS",
     text = profile_xml(mode, reader)
     directory = Path(directory or tempfile.gettempdir())
     uid = os.getuid() if hasattr(os, "getuid") else 0
-    path = directory / f"pspnet_ros_fastdds_{uid}_{mode.lower()}_{reader}.xml"
+    path = directory / f"{PROFILE_PREFIX}{uid}_{mode.lower()}_{reader}.xml"
     try:
         if path.read_text() == text:
             return path
@@ -194,9 +196,8 @@ def dynamic_readers(environ: MutableMapping[str, str]) -> bool:
     """
     if not uses_fastdds(environ) or environ.get("RMW_FASTRTPS_USE_QOS_FROM_XML") != "1":
         return False
-    names = [Path(environ.get(var) or "").name
-             for var in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")]
-    return any(n.startswith("pspnet_ros_fastdds_") and n.endswith("_dynamic.xml") for n in names)
+    names = [Path(environ.get(var) or "").name for var in PROFILE_VARS]
+    return any(n.startswith(PROFILE_PREFIX) and n.endswith("_dynamic.xml") for n in names)
 
 
 def configure_fastdds(environ: MutableMapping[str, str] = os.environ,

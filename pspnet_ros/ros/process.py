@@ -69,6 +69,11 @@ def bridge_library_logging() -> None:
         lib.propagate = False
 
 
+def _rcl_message(exc: BaseException) -> str:
+    """Return rcl's error text without the ", at /file:line" trail it appends."""
+    return str(exc).split(", at /")[0]
+
+
 def spin(node: Any, executor: Any = None) -> int:
     """Spin like ``rclpy.spin(node)``, surviving a service response the middleware refuses.
 
@@ -88,7 +93,7 @@ def spin(node: Any, executor: Any = None) -> int:
                 refused += 1
                 rclpy.logging.get_logger(NODE_NAME).error(
                     f"a service response was not delivered ({refused} so far), the client gets no "
-                    f"answer: {str(exc).split(', at /')[0]}", throttle_duration_sec=5.0)
+                    f"answer: {_rcl_message(exc)}", throttle_duration_sec=5.0)
     finally:
         executor.remove_node(node)
     return refused
@@ -120,8 +125,7 @@ def run(make_node: Callable[[], Any], argv: Optional[List[str]] = None) -> int:
         rclpy.init(args=argv if argv is not None else sys.argv)
     except RuntimeError as exc:  # rcl's RCLError: unreadable --params-file, bad --ros-args
         # rcl has already logged its own line; add one that says what to fix, without a traceback.
-        detail = str(exc).split(", at /")[0]
-        sys.stderr.write(f"[FATAL] [{NODE_NAME}]: cannot start: {detail}\n")
+        sys.stderr.write(f"[FATAL] [{NODE_NAME}]: cannot start: {_rcl_message(exc)}\n")
         return EXIT_STARTUP
     bridge_library_logging()
     node: Any = None

@@ -24,12 +24,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Mapping, Optional, Tuple
 
+from .middleware import PROFILE_PREFIX, PROFILE_VARS
+
 TRANSPORTS_VAR = "FASTDDS_BUILTIN_TRANSPORTS"
 LARGE_FRAMES_VALUE = "LARGE_DATA?max_msg_size=4MB&sockets_size=4MB"
 LARGE_FRAMES_SETTING = f"{TRANSPORTS_VAR}={LARGE_FRAMES_VALUE}"
-PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
-# The node's own profile (middleware.py: memory policies and rmw's settings, no transports) is not the user's.
-OWN_PROFILE_PREFIX = "pspnet_ros_fastdds_"
 
 
 def fastdds_version(env: Optional[Mapping[str, str]] = None) -> Optional[Tuple[int, ...]]:
@@ -70,7 +69,8 @@ def large_best_effort_hint(rmw_identifier: str, env: Optional[Mapping[str, str]]
     if not rmw_identifier.startswith("rmw_fastrtps"):
         return ""
     env = os.environ if env is None else env
-    if any(env.get(v) and not Path(env[v]).name.startswith(OWN_PROFILE_PREFIX) for v in PROFILE_VARS):
+    # The node's own profile (middleware.py: memory policies, no transports) is not the user's.
+    if any(env.get(v) and not Path(env[v]).name.startswith(PROFILE_PREFIX) for v in PROFILE_VARS):
         return ""  # the user's own XML profile may configure transports: not ours to judge
     value = env.get(TRANSPORTS_VAR, "")
     version = fastdds_version(env) if version is None else version
