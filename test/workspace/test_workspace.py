@@ -41,6 +41,17 @@ def ws(tmp_path_factory):
     workspace.sh("ros2 daemon stop", timeout=30)
 
 
+@pytest.fixture(autouse=True)
+def _reap_each_test(request):
+    """Kill what the test started once it ends, passed or failed.
+
+    A failed test's node and looping replay must not load the machine and the domain under the next test.
+    """
+    yield
+    if "ws" in request.fixturenames:
+        request.getfixturevalue("ws").stop_all()
+
+
 @pytest.fixture(scope="module")
 def bag(ws):
     res = ws.sh("ros2 run pspnet_ros pspnet make-bag "

@@ -57,7 +57,7 @@ class Workspace:
     def __init__(self, root: Path, env: Dict[str, str]) -> None:
         self.root = root
         self.env = env
-        self._procs: List[subprocess.Popen] = []
+        self._backgrounds: List["Background"] = []
 
     def _bash(self, command: str, exec_: bool = False) -> List[str]:
         return ["bash", "-c", f"source install/setup.bash && {'exec ' if exec_ else ''}{command}"]
@@ -71,11 +71,29 @@ class Workspace:
         """
         deadline = time.monotonic() + DISCOVERY_RETRY_S
         while True:
-            res = subprocess.run(self._bash(command), cwd=self.root, env=self.env, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+            try:
+                res = subprocess.run(self._bash(command), cwd=self.root, env=self.env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise AssertionError(self._timeout_report(command, timeout, exc.output)) from None
             if res.returncode == 0 or res.stdout.strip() != "Node not found" or time.monotonic() > deadline:
                 return res
             time.sleep(0.5)
+
+    def _timeout_report(self, command: str, timeout: float, output: object) -> str:
+        """Describe a command that hung: its output, and the end of every background process's log.
+
+        A ``ros2`` verb that waits for a service answer waits forever when the answer is lost;
+        the node's log is where the reason is (e.g. rclpy's "failed to send response").
+        """
+        if isinstance(output, bytes):
+            output = output.decode(errors="replace")
+        lines = [f"{command!r} did not finish within {timeout} s; its output:", str(output or "(none)")]
+        for bg in self._backgrounds:
+            state = "running" if bg.proc.poll() is None else f"exit code {bg.proc.returncode}"
+            lines.append(f"--- {bg.log_path.name} ({state}), last 40 lines:")
+            lines.extend(bg.output().splitlines()[-40:])
+        return "\n".join(lines)
 
     def sh_for(self, command: str, seconds: float) -> str:
         """Run a command that does not end by itself (``ros2 topic hz``) for ``seconds``; its output."""
@@ -117,14 +135,16 @@ class Workspace:
         log = open(log_path, "w")
         proc = subprocess.Popen(self._bash(command, exec_=True), cwd=self.root, env=self.env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._procs.append(proc)
-        return Background(proc, log, log_path)
+        background = Background(proc, log, log_path)
+        self._backgrounds.append(background)
+        return background
 
     def stop_all(self) -> None:
-        for proc in self._procs:
-            _kill_group(proc)
-            if proc.poll() is None:
-                proc.wait()
+        """Kill what :meth:`start` started and is still running (its whole process group)."""
+        for bg in self._backgrounds:
+            _kill_group(bg.proc)
+            bg.close_log()
+        self._backgrounds.clear()
 
 
 class Background:
@@ -166,8 +186,12 @@ class Background:
                 raise AssertionError("a process of the group outlived it after SIGINT:\n" + self.output())
         finally:
             _kill_group(self.proc)
-            self._log.close()
+            self.close_log()
         return self.proc.returncode
+
+    def close_log(self) -> None:
+        if not self._log.closed:
+            self._log.close()
 
 
 def _group_alive(pgid: int) -> bool:
