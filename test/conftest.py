@@ -17,6 +17,45 @@ REPO = Path(__file__).resolve().parents[1]
 from pspnet_test_helpers import make_tiny_checkpoint  # noqa: E402  (re-exported for fixtures)
 
 
+def _restore_environment(before: dict, what: str) -> None:
+    """Put ``os.environ`` back to ``before``; fail naming what ``what`` changed, if anything."""
+    after = dict(os.environ)
+    changed = sorted(k for k in set(before) | set(after)
+                     if before.get(k) != after.get(k) and k != "PYTEST_CURRENT_TEST")  # pytest's own
+    if not changed:
+        return
+    for k in changed:
+        if k in before:
+            os.environ[k] = before[k]
+        else:
+            os.environ.pop(k, None)
+    pytest.fail(f"{what} left the process environment changed: {', '.join(changed)} "
+                "(restored; use monkeypatch.setenv/delenv)", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _environment_unchanged():
+    """Fail a test that leaves the process environment changed, and put it back.
+
+    Every process a later test starts inherits ``os.environ``: a leaked Fast DDS profile
+    (``FASTDDS_DEFAULT_PROFILES_FILE`` + ``RMW_FASTRTPS_USE_QOS_FROM_XML``, once set by
+    test_input_depth through ``configure_fastdds(os.environ)``) ran every later node, ros2 CLI
+    call and test client of the session with it, and on Jazzy's Fast DDS 2.14 their service calls
+    then went unanswered. Use ``monkeypatch.setenv``/``delenv``, which undo themselves.
+    """
+    before = dict(os.environ)
+    yield
+    _restore_environment(before, "the test")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_environment_unchanged():
+    """Fail a module whose fixtures leave the process environment changed (checked after its teardown)."""
+    before = dict(os.environ)
+    yield
+    _restore_environment(before, "the module's fixtures")
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     from pspnet_ros.paths import data_root as _root

@@ -26,11 +26,18 @@ def test_depth_two_with_the_nodes_dynamic_readers_else_one(monkeypatch, tmp_path
     assert qos.input_depth({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == 1
     assert qos.input_depth({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/mine.xml",
                             "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}) == 1
-    # input_qos reads the process environment, as the node does after configure_fastdds
-    for name in middleware.USER_SETTINGS + (middleware.READER_MEMORY_VAR, "RMW_IMPLEMENTATION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ROS_DISTRO", "kilted")
-    middleware.configure_fastdds(os.environ, directory=tmp_path)
+    # input_qos reads the process environment, as the node does after configure_fastdds. The
+    # settings go in through monkeypatch so that they leave with the test: a profile left in
+    # os.environ would configure every process the rest of the session starts.
+    env = {k: v for k, v in os.environ.items()
+           if k not in middleware.USER_SETTINGS + (middleware.READER_MEMORY_VAR, "RMW_IMPLEMENTATION")}
+    env["ROS_DISTRO"] = "kilted"
+    middleware.configure_fastdds(env, directory=tmp_path)
+    for name in middleware.USER_SETTINGS + (middleware.READER_MEMORY_VAR, "RMW_IMPLEMENTATION", "ROS_DISTRO"):
+        if name in env:
+            monkeypatch.setenv(name, env[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
     profile = qos.input_qos(ReliabilityPolicy.RELIABLE)
     assert (profile.history, profile.depth, profile.reliability) == (
         HistoryPolicy.KEEP_LAST, 2, ReliabilityPolicy.RELIABLE)
