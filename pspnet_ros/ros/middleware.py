@@ -16,8 +16,8 @@ them, ratchet the pools up.
 - Readers (the camera input): heaptrack put +84 MB between 500 and 4,000 mutated raw images in
   ``TopicPayloadPool::do_get_payload`` called from ``StatefulReader::process_data_frag_msg``;
   100,000 compressed mutants would have grown RSS past +4.5 %. DYNAMIC readers (a buffer per
-  sample, freed when taken) stop that and are the default on Fast DDS 3 (Kilted); on Fast DDS 2.x
-  (Jazzy) a choice, see READER_MEMORY_VAR. Two things make them keep up with a
+  sample, freed when taken) stop that and are the default on every distro (READER_MEMORY_VAR).
+  Two things make them keep up with a
   camera faster than the node answers (1242x375 rgb8, every output on, 2-core CPU,
   benchmarks/ros_bench.py): glibc must serve the per-sample buffer from the heap (heap.py: with
   a 1 MiB mmap threshold each sample was mapped and page-faulted in: 3.8 answers/s at 60 Hz at
@@ -76,16 +76,17 @@ _PUBLISH_MODE = """        <publishMode>
 """
 PUBLICATION_MODES = ("SYNCHRONOUS", "ASYNCHRONOUS", "AUTO")
 
-# The input readers' memory: "dynamic" (a buffer per sample, freed when taken, depth 2 in
-# qos.input_depth: memory stays flat under malformed input of any size) or "realloc" (rmw's
-# policy at depth 1: frames of changing sizes grow its buffer pool; see the module docstring).
-# Chosen per process with this variable, before rclpy.init. Default: "dynamic" on Fast DDS 3
-# (Kilted and later), "realloc" on Fast DDS 2.x (Humble, Jazzy): there, with DYNAMIC readers, a
-# lifecycle node's change_state responses were refused ("failed to send response: cannot publish
-# data") during 30 transitions after other tests had run (2 of 2 runs; 0 of 1 with realloc).
+# The input readers' memory: "dynamic" (the default on every distro: a buffer per sample, freed
+# when taken, depth 2 in qos.input_depth: memory stays flat under malformed input of any size) or
+# "realloc" (rmw's policy at depth 1: frames of changing sizes grow its buffer pool; see the
+# module docstring). Chosen per process with this variable, before rclpy.init.
+# For a few hours on 2026-12-07 Fast DDS 2.x (Humble, Jazzy) defaulted to "realloc": Jazzy's
+# lifecycle change_state responses had gone unanswered with DYNAMIC readers. The cause was a test
+# that leaked this profile into the environment of every later process, ros2 CLI and test clients
+# included (fixed in 79de655); without the leak Jazzy's ROS layers pass with DYNAMIC readers.
 READER_MEMORY_VAR = "PSPNET_ROS_READER_MEMORY"
 READER_POLICIES = {"dynamic": "DYNAMIC", "realloc": "PREALLOCATED_WITH_REALLOC"}
-DEFAULT_READER_MEMORY = "dynamic"  # Fast DDS 3; see default_reader_memory
+DEFAULT_READER_MEMORY = "dynamic"
 
 
 def publication_mode(environ: MutableMapping[str, str]) -> str:
@@ -95,11 +96,11 @@ def publication_mode(environ: MutableMapping[str, str]) -> str:
 
 
 def reader_memory(environ: MutableMapping[str, str]) -> str:
-    """Return the input readers' memory choice from PSPNET_ROS_READER_MEMORY (unset: :func:`default_reader_memory`).
+    """Return the input readers' memory choice from PSPNET_ROS_READER_MEMORY (unset: DEFAULT_READER_MEMORY).
 
     Raises ValueError naming the choices for any other value (a typo must not silently pick one).
     """
-    value = environ.get(READER_MEMORY_VAR, "").strip().lower() or default_reader_memory(environ)
+    value = environ.get(READER_MEMORY_VAR, "").strip().lower() or DEFAULT_READER_MEMORY
     if value not in READER_POLICIES:
         raise ValueError(f"{READER_MEMORY_VAR}={environ[READER_MEMORY_VAR]!r} is not one of "
                          f"{', '.join(READER_POLICIES)}")
@@ -126,11 +127,6 @@ USER_SETTINGS = PROFILE_VARS + ("RMW_FASTRTPS_USE_QOS_FROM_XML",)
 
 # Distros whose rmw_fastrtps is built on Fast DDS 2.x.
 FASTDDS2_DISTROS = ("humble", "iron", "jazzy")
-
-
-def default_reader_memory(environ: MutableMapping[str, str]) -> str:
-    """Return "realloc" on Fast DDS 2.x (Humble, Jazzy), else "dynamic" (see READER_MEMORY_VAR)."""
-    return "realloc" if fastdds2(environ) else DEFAULT_READER_MEMORY
 
 
 def fastdds2(environ: MutableMapping[str, str]) -> bool:

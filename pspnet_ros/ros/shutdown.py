@@ -51,7 +51,8 @@ def is_refused_response(exc: BaseException) -> bool:
 
     rclpy sends a service's response inside the executor; when Fast DDS refuses the write
     (rmw "failed to send response: cannot publish data", seen once in CI on Jazzy's Fast DDS 2.14
-    during 30 lifecycle transitions) the exception leaves ``spin``. The transition itself is done;
+    during 30 lifecycle transitions, while a test leaked XML QoS into every process) the exception
+    leaves ``spin``. The transition itself is done;
     only that client's answer is lost, so the node logs it and keeps serving.
     """
     return (any(t.__name__ == "RCLError" for t in type(exc).__mro__)

@@ -3,10 +3,10 @@
 The mutants come from benchmarks/fuzz_mutations.py (seeded, shared with the long run,
 benchmarks/fuzz.py) and are sent by its FuzzDriver: a good frame after every 25 mutants, which
 must be answered before the next mutant goes out. Each node runs on its defaults (the shipped
-model), as its own process (inference_size fixed, see PARAMS), with
-``PSPNET_ROS_READER_MEMORY=dynamic`` (Kilted's default, a choice on Jazzy): its Fast DDS input
-readers and output writers free each sample's buffer (pspnet_ros/ros/middleware.py; with rmw's
-policy, frames of changing sizes grow the buffer pools; README "Reliability: malformed input").
+model), as its own process (inference_size fixed, see PARAMS), with no PSPNET_ROS_READER_MEMORY
+(whatever the caller's environment says): its Fast DDS input readers and output writers free each
+sample's buffer, on Kilted and Jazzy alike (pspnet_ros/ros/middleware.py; with rmw's policy,
+frames of changing sizes grow the buffer pools; README "Reliability: malformed input").
 
 The memory bound. After warm-up (the first WARMUP mutants: every decoder, error path and output
 size class has run) the node's working set is fixed: the model, one frame in flight and its
@@ -56,9 +56,9 @@ def _start(tmp: Path, domain: int, params: dict, name: str, lifecycle: bool = Fa
         script = tmp / "lifecycle_node.py"
         script.write_text("import sys\nfrom pspnet_ros.ros.node import lifecycle_main\n"
                           "sys.exit(lifecycle_main())\n")
-    # DYNAMIC input readers: the default on Kilted (Fast DDS 3), a choice on Jazzy (Fast DDS 2.x,
-    # whose default is rmw's policy; middleware.READER_MEMORY_VAR). The bounded configuration on both.
-    env = {**ros_env(domain), "PSPNET_ROS_READER_MEMORY": "dynamic"}
+    # The node's defaults (DYNAMIC input readers, middleware.READER_MEMORY_VAR), not the caller's choice.
+    env = ros_env(domain)
+    env.pop("PSPNET_ROS_READER_MEMORY", None)
     return NodeProcess(tmp, domain, params, name=name, script=script, env=env)
 
 

@@ -16,13 +16,14 @@ from pspnet_ros.ros import middleware, qos
 
 
 def test_depth_two_with_the_nodes_dynamic_readers_else_one(monkeypatch, tmp_path):
-    env = {"ROS_DISTRO": "kilted"}
-    middleware.configure_fastdds(env, directory=tmp_path)
-    assert qos.input_depth(env) == 2
-    for choice in ("realloc", " Realloc "):
-        env = {"ROS_DISTRO": "kilted", "PSPNET_ROS_READER_MEMORY": choice}
+    for distro in ("jazzy", "kilted"):  # Fast DDS 2.x and 3 alike
+        env = {"ROS_DISTRO": distro}
         middleware.configure_fastdds(env, directory=tmp_path)
-        assert qos.input_depth(env) == 1
+        assert qos.input_depth(env) == 2, distro
+        for choice in ("realloc", " Realloc "):
+            env = {"ROS_DISTRO": distro, "PSPNET_ROS_READER_MEMORY": choice}
+            middleware.configure_fastdds(env, directory=tmp_path)
+            assert qos.input_depth(env) == 1, (distro, choice)
     assert qos.input_depth({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == 1
     assert qos.input_depth({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/mine.xml",
                             "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}) == 1

@@ -99,19 +99,18 @@ def test_each_fast_dds_version_gets_the_profile_under_its_own_variable(tmp_path)
         settings = middleware.configure_fastdds(env, directory=tmp_path)
         assert set(settings) == {f"{var}_DEFAULT_PROFILES_FILE", "RMW_FASTRTPS_USE_QOS_FROM_XML"}, distro
         assert settings["RMW_FASTRTPS_USE_QOS_FROM_XML"] == "1"
-        reader = "realloc" if var == "FASTRTPS" else "dynamic"  # READER_MEMORY_VAR: the default per version
-        assert Path(settings[f"{var}_DEFAULT_PROFILES_FILE"]).read_text() == middleware.profile_xml(reader=reader)
+        assert Path(settings[f"{var}_DEFAULT_PROFILES_FILE"]).read_text() == middleware.profile_xml(reader="dynamic")
 
 
 def test_reader_memory_is_the_users_choice(tmp_path):
-    """PSPNET_ROS_READER_MEMORY: dynamic (Kilted's default, bounded memory) or realloc (rmw's policy).
-
-    Fast DDS 2.x (Humble, Jazzy) defaults to realloc: there DYNAMIC readers went with refused
-    lifecycle change_state responses (middleware.READER_MEMORY_VAR).
-    """
-    for distro, policy in (("humble", "PREALLOCATED_WITH_REALLOC"), ("jazzy", "PREALLOCATED_WITH_REALLOC"),
-                           ("kilted", "DYNAMIC"), ("rolling", "DYNAMIC")):
-        assert middleware.READER_POLICIES[middleware.reader_memory({"ROS_DISTRO": distro})] == policy, distro
+    """PSPNET_ROS_READER_MEMORY: dynamic (the default on every distro, bounded memory) or realloc (rmw's policy)."""
+    for distro in ("humble", "jazzy", "kilted", "rolling"):
+        assert middleware.READER_POLICIES[middleware.reader_memory({"ROS_DISTRO": distro})] == "DYNAMIC", distro
+    for distro in ("jazzy", "kilted"):  # each Fast DDS version's file says the same
+        env = {"ROS_DISTRO": distro}
+        settings = middleware.configure_fastdds(env, directory=tmp_path)
+        root = ET.fromstring(Path(next(v for k, v in settings.items() if k.endswith("PROFILES_FILE"))).read_text())
+        assert _default(root, "data_reader").find("d:historyMemoryPolicy", NS).text == "DYNAMIC", distro
     for value, policy in (("", "DYNAMIC"), ("realloc", "PREALLOCATED_WITH_REALLOC"),
                           ("dynamic", "DYNAMIC"), (" Dynamic ", "DYNAMIC")):
         env = {"ROS_DISTRO": "kilted", **({middleware.READER_MEMORY_VAR: value} if value else {})}
@@ -127,10 +126,10 @@ def test_reader_memory_is_the_users_choice(tmp_path):
 
 def test_dynamic_readers_only_where_the_nodes_profile_makes_them(tmp_path):
     """qos.input_depth keeps depth 2 only for readers this profile made DYNAMIC."""
-    for distro, default in (("jazzy", False), ("kilted", True)):
+    for distro in ("jazzy", "kilted"):
         env = {"ROS_DISTRO": distro}
         middleware.configure_fastdds(env, directory=tmp_path)
-        assert middleware.dynamic_readers(env) == default, distro
+        assert middleware.dynamic_readers(env), distro
         for choice, dynamic in (("realloc", False), ("dynamic", True)):
             env = {"ROS_DISTRO": distro, middleware.READER_MEMORY_VAR: choice}
             middleware.configure_fastdds(env, directory=tmp_path)
