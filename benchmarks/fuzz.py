@@ -10,6 +10,11 @@ each line stands for itself plus the "N more like it" it reports).
 
     .venv/bin/python benchmarks/fuzz.py --mutants 100000 --transport raw compressed --seed 1
 
+``--lifecycle N`` fuzzes the managed node instead (``segmentation_lifecycle_node``), configured and
+activated through its ``change_state`` service, then deactivated and activated again every N
+mutants while the mutants keep coming (each cycle is followed by a good frame that must be
+answered before the count goes on; it is not counted).
+
 The short mode is test/ros/test_fuzz.py (same driver, fewer mutants).
 """
 
@@ -271,7 +276,7 @@ class FuzzDriver:
 
 
 def table(rows: Sequence[Dict[str, Any]]) -> str:
-    head = ("transport", "mutants", "good answered", "RSS warm-up MB", "RSS end MB", "growth %", "RSS max MB",
+    head = ("node", "transport", "mutants", "good answered", "RSS warm-up MB", "RSS end MB", "growth %", "RSS max MB",
             "received", "processed", "bad input", "failed", "lost", "publish refused")
     lines = [" | ".join(head), " | ".join("-" * len(h) for h in head)]
     for r in rows:
@@ -281,7 +286,8 @@ def table(rows: Sequence[Dict[str, Any]]) -> str:
 
 def summary(d: FuzzDriver, warmup: int) -> Dict[str, Any]:
     w, e = d.rss_at(warmup) / 1024, (d.rss[-1][1] if d.rss else 0) / 1024
-    return {"transport": d.transport, "mutants": d.sent, "good answered": f"{d.good_answered}/{d.good_sent}",
+    return {"node": "plain", "transport": d.transport, "mutants": d.sent,
+            "good answered": f"{d.good_answered}/{d.good_sent}",
             "RSS warm-up MB": f"{w:.1f}", "RSS end MB": f"{e:.1f}",
             "growth %": f"{100 * (e - w) / w:+.2f}" if w else "n/a",
             "RSS max MB": f"{max((kb for n, kb in d.rss if n >= warmup), default=0) / 1024:.1f}",
@@ -300,6 +306,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", type=int, default=None, help="ROS domain (default: a private one)")
     p.add_argument("--params", nargs="*", default=[], metavar="NAME:=VALUE",
                    help="node parameters (default: the node's defaults)")
+    p.add_argument("--lifecycle", type=int, default=0, metavar="N",
+                   help="fuzz the managed node, deactivated and activated again every N mutants (0: the plain node)")
     return p
 
 
@@ -316,7 +324,7 @@ def run_transport(args: argparse.Namespace, transport: str, domain: int,
         name, _, value = item.partition(":=")
         params[name] = yaml.safe_load(value)
     pfile = write_params(tmp / f"{transport}.yaml", params)
-    node = NodeProcess(pfile, tmp / f"{transport}.log", node_env(domain), cwd=REPO)
+    node = NodeProcess(pfile, tmp / f"{transport}.log", node_env(domain), cwd=REPO, lifecycle=args.lifecycle > 0)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
     client = rclpy.create_node(f"fuzz_{transport}", context=ctx)
@@ -333,8 +341,21 @@ def run_transport(args: argparse.Namespace, transport: str, domain: int,
     thread = threading.Thread(target=spin, daemon=True)
     thread.start()
     t0 = time.monotonic()
+    cycles = [0]
     try:
+        between = None
+        if args.lifecycle > 0:
+            change = _lifecycle_client(client, node)
+            change("configure")
+            change("activate")
         d = FuzzDriver(client, transport, node.pid, seed=args.seed)
+        if args.lifecycle > 0:
+            def between(sent: int) -> None:
+                if sent % args.lifecycle < d.good_every:
+                    change("deactivate")
+                    change("activate")
+                    cycles[0] += 1
+                    d.sync()  # the new subscription must match before the next good frame counts
         d.wait_subscribed()
         d.sync()  # discovery both ways: the first good frames may find no match yet
         d.warm_largest()
@@ -343,9 +364,11 @@ def run_transport(args: argparse.Namespace, transport: str, domain: int,
             print(f"[{transport}] {dr.sent} mutants, {dr.good_answered}/{dr.good_sent} good answered, "
                   f"RSS {dr.rss[-1][1] / 1024:.1f} MB, {time.monotonic() - t0:.0f} s", flush=True)
 
-        d.run(args.mutants, sample_every=args.sample_every, progress=progress, alive=node.alive)
+        d.run(args.mutants, sample_every=args.sample_every, progress=progress, alive=node.alive, between=between)
         time.sleep(6.0)  # one more diagnostics period for the totals
         row = summary(d, args.warmup)
+        if args.lifecycle > 0:
+            row["node"] = f"lifecycle ({cycles[0]} deactivate/activate)"
         row["alive"] = node.alive()
         if d.unanswered_at:
             print(f"[{transport}] unanswered good frames (frame, mutants sent, time): {d.unanswered_at}; "
@@ -356,6 +379,33 @@ def run_transport(args: argparse.Namespace, transport: str, domain: int,
         node.stop()
         ctx.try_shutdown()
         thread.join(5)
+
+
+def _lifecycle_client(client: Any, node: Any, timeout: float = 180.0) -> Callable[[str], None]:
+    """Return ``change(label)``: one transition of the managed node; raises when it is refused or unanswered."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
+           "deactivate": Transition.TRANSITION_DEACTIVATE}
+    cli = client.create_client(ChangeState, "/segmentation_node/change_state")
+    if not cli.wait_for_service(timeout_sec=timeout):
+        raise RuntimeError(f"no /segmentation_node/change_state within {timeout} s:\n{node.log_tail()}")
+
+    def change(label: str) -> None:
+        req = ChangeState.Request()
+        req.transition.id = ids[label]
+        future = cli.call_async(req)  # answered on the spin thread
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline or not node.alive():
+                raise RuntimeError(f"{label}: no answer within {timeout} s (node alive: {node.alive()}):\n"
+                                   f"{node.log_tail()}")
+            time.sleep(0.02)
+        if not future.result().success:
+            raise RuntimeError(f"{label} refused:\n{node.log_tail()}")
+
+    return change
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -64,21 +64,30 @@ def write_params(path: Path, params: Dict[str, Any]) -> Path:
     return path
 
 
-def node_command(params_file: Path, ros_args: Sequence[str] = ()) -> list:
-    """Return the node's command line as a user runs it: the installed console script, else ``python -m``."""
-    exe = Path(sys.executable).parent / "segmentation_node"
-    cmd = [str(exe)] if exe.is_file() and os.access(exe, os.X_OK) else [sys.executable, "-m", "pspnet_ros.ros.node"]
+def node_command(params_file: Path, ros_args: Sequence[str] = (), lifecycle: bool = False) -> list:
+    """Return the node's command line as a user runs it: the installed console script, else the module.
+
+    ``lifecycle``: the managed node (``segmentation_lifecycle_node``), which starts unconfigured.
+    """
+    exe = Path(sys.executable).parent / ("segmentation_lifecycle_node" if lifecycle else "segmentation_node")
+    if exe.is_file() and os.access(exe, os.X_OK):
+        cmd = [str(exe)]
+    elif lifecycle:
+        cmd = [sys.executable, "-c", "import sys; from pspnet_ros.ros.node import lifecycle_main; "
+                                     "sys.exit(lifecycle_main())"]
+    else:
+        cmd = [sys.executable, "-m", "pspnet_ros.ros.node"]
     return cmd + ["--ros-args", "--params-file", str(params_file), *ros_args]
 
 
 class NodeProcess:
-    """``segmentation_node`` in a subprocess, its output in ``log_path``."""
+    """``segmentation_node`` (or, ``lifecycle``, the managed node) in a subprocess, its output in ``log_path``."""
 
     def __init__(self, params_file: Path, log_path: Path, env: Dict[str, str], *,
-                 ros_args: Sequence[str] = (), cwd: Optional[Path] = None) -> None:
+                 ros_args: Sequence[str] = (), cwd: Optional[Path] = None, lifecycle: bool = False) -> None:
         self.params_file = Path(params_file)
         self.log_path = Path(log_path)
-        self.cmd = node_command(self.params_file, ros_args)
+        self.cmd = node_command(self.params_file, ros_args, lifecycle=lifecycle)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.exit_code: Optional[int] = None
